@@ -1,0 +1,132 @@
+//! `skiff run`: run a Wasm program in the foreground, or serve it over HTTP with `--listen`.
+
+use crate::gateway::{self, GatewayConfig};
+use crate::units::{ByteSize, parse_duration};
+use crate::wasm::capabilities::{Capabilities, Preopen, Stdio, parse_env, parse_env_file};
+use crate::wasm::command;
+use crate::wasm::engine::{EngineConfig, WasmEngine};
+use crate::wasm::http::HttpFunction;
+use crate::wasm::limits::Limits;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct RunCommand {
+    /// Grant a host directory: HOST:GUEST, HOST:GUEST:ro for read-only
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = parse_volume)]
+    volumes: Vec<Preopen>,
+
+    /// Grant a host directory, as wasmtime spells it: HOST::GUEST
+    #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = parse_volume)]
+    dirs: Vec<Preopen>,
+
+    /// Set an environment variable in the guest
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = parse_env_flag)]
+    env: Vec<(String, String)>,
+
+    /// Read environment variables from a file of NAME=VALUE lines
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+
+    /// Cap the guest's memory (linear memories and tables): 64m, 1g, 64MiB [default: no limit]
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    memory: Option<ByteSize>,
+
+    /// Stop the guest after this long (per request with --listen): 500ms, 10s [default: no limit]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_flag)]
+    timeout: Option<Duration>,
+
+    /// Serve the program over HTTP on this address (a wasi:http component or a WAGI module)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// The .wasm file to run
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    /// Arguments passed to the guest (after the file, or after `--`)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+fn parse_volume(text: &str) -> Result<Preopen, String> {
+    text.parse().map_err(|e: crate::wasm::capabilities::GrantError| e.to_string())
+}
+
+fn parse_env_flag(text: &str) -> Result<(String, String), String> {
+    parse_env(text).map_err(|e| e.to_string())
+}
+
+fn parse_duration_flag(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl RunCommand {
+    pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(self.run(data_dir))
+    }
+
+    async fn run(self, data_dir: &Path) -> anyhow::Result<i32> {
+        let mut caps = self.capabilities()?;
+        let limits = Limits {
+            memory: self.memory,
+            timeout: self.timeout,
+        };
+        let config = EngineConfig {
+            pool_instances: self.listen.map(|_| 1000),
+            ..EngineConfig::default()
+        };
+        let engine = Arc::new(WasmEngine::new(&config, data_dir.join("cache/wasm"))?);
+        let program = engine.load_file(&self.file)?;
+        match self.listen {
+            None => {
+                caps.stdio = Stdio::Inherit;
+                Ok(command::run(&engine, &program, &caps, &limits).await?)
+            }
+            Some(addr) => {
+                caps.stdio = Stdio::Log;
+                // Validate and link everything before the port opens.
+                let function = HttpFunction::prepare(engine, &program, caps, limits)?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}; pick a free address or port"))?;
+                let local = listener.local_addr()?;
+                println!("serving http on http://{local}");
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                gateway::serve(listener, Arc::new(function), GatewayConfig::default(), shutdown).await?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// The guest's grants: argv[0] is the file's base name (the host path stays private).
+    fn capabilities(&self) -> anyhow::Result<Capabilities> {
+        let argv0 = self
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "main.wasm".into());
+        let mut env = Vec::new();
+        for file in &self.env_files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read env file {}", file.display()))?;
+            env.extend(parse_env_file(&text).with_context(|| format!("in env file {}", file.display()))?);
+        }
+        env.extend(self.env.iter().cloned());
+        Ok(Capabilities {
+            args: std::iter::once(argv0).chain(self.args.iter().cloned()).collect(),
+            env,
+            preopens: self.volumes.iter().chain(&self.dirs).cloned().collect(),
+            stdio: Stdio::Closed,
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! The `skiff` binary: parse, set up tracing, dispatch to `cli`.
+
+use clap::Parser;
+use skiff::cli::Cli;
+use skiff::wasm::WasmError;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    // `SKIFF_LOG` takes `RUST_LOG` syntax; quiet by default so a guest's output stands alone.
+    let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.execute() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("skiff: error: {err:#}");
+            err.downcast_ref::<WasmError>()
+                .map_or(skiff::wasm::exit_code::SKIFF_ERROR, WasmError::exit_code)
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,186 @@
+//! The compile cache: compiled code on disk, keyed by the wasm's sha256 and the engine's
+//! compatibility fingerprint, loaded by mmap (`deserialize_file`), never recompiled when sound.
+//!
+//! Layout: `<dir>/<fingerprint>/<sha256>.cwasm` and beside it `<sha256>.sum`, the sha256 of the
+//! `.cwasm` bytes. Both are written to a temporary file and renamed into place, the code first.
+//! An entry is used only when the code's digest matches its sum; a missing, truncated, corrupt or
+//! incompatible entry is logged, counted as a rebuild and compiled again. Wasmtime itself checks
+//! version and settings on load but not the integrity of the machine code: the sum does that.
+
+use super::{Code, WasmError, WasmKind};
+use sha2::{Digest, Sha256};
+use std::hash::Hasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::Module;
+
+/// Counters of what the cache did since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loaded from disk without compiling.
+    pub hits: u64,
+    /// Not cached yet: compiled and stored.
+    pub misses: u64,
+    /// Present but unusable (corrupt, truncated, incompatible): compiled and replaced.
+    pub rebuilds: u64,
+}
+
+pub(crate) struct CompileCache {
+    dir: PathBuf,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    rebuilds: AtomicU64,
+}
+
+enum Entry {
+    Sound(PathBuf),
+    Missing,
+    Unusable(String),
+}
+
+impl CompileCache {
+    pub(crate) fn new(root: PathBuf, engine: &Engine) -> Self {
+        Self {
+            dir: root.join(fingerprint(engine)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            rebuilds: self.rebuilds.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn load(&self, engine: &Engine, name: &str, kind: WasmKind, wasm: &[u8]) -> Result<Code, WasmError> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let code_path = self.dir.join(format!("{digest}.cwasm"));
+        match self.check(&code_path) {
+            Entry::Sound(path) => match deserialize(engine, kind, &path) {
+                Ok(code) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%digest, "compile cache hit");
+                    return Ok(code);
+                }
+                Err(e) => self.note_unusable(&digest, &format!("{e:#}")),
+            },
+            Entry::Unusable(why) => self.note_unusable(&digest, &why),
+            Entry::Missing => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%digest, "compile cache miss");
+            }
+        }
+        let compiled = compile(engine, name, kind, wasm)?;
+        self.store(&code_path, &compiled)?;
+        deserialize(engine, kind, &code_path).map_err(|e| WasmError::Cache {
+            path: code_path,
+            source: std::io::Error::other(format!("freshly compiled code does not load: {e:#}")),
+        })
+    }
+
+    fn note_unusable(&self, digest: &str, why: &str) {
+        self.rebuilds.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%digest, reason = why, "compile cache entry unusable; recompiling");
+    }
+
+    /// Verifies an entry's code against its recorded digest.
+    fn check(&self, code_path: &Path) -> Entry {
+        let sum_path = code_path.with_extension("sum");
+        let code = match std::fs::read(code_path) {
+            Ok(code) => code,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Entry::Missing,
+            Err(e) => return Entry::Unusable(format!("cannot read: {e}")),
+        };
+        let recorded = match std::fs::read_to_string(&sum_path) {
+            Ok(sum) => sum,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Entry::Unusable("no checksum beside the code".into());
+            }
+            Err(e) => return Entry::Unusable(format!("cannot read checksum: {e}")),
+        };
+        if recorded.trim() != hex::encode(Sha256::digest(&code)) {
+            return Entry::Unusable("code does not match its checksum".into());
+        }
+        Entry::Sound(code_path.to_path_buf())
+    }
+
+    fn store(&self, code_path: &Path, code: &[u8]) -> Result<(), WasmError> {
+        let cache_err = |source| WasmError::Cache {
+            path: code_path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(cache_err)?;
+        let sum = format!("{}\n", hex::encode(Sha256::digest(code)));
+        write_atomically(&self.dir, code_path, code).map_err(cache_err)?;
+        write_atomically(&self.dir, &code_path.with_extension("sum"), sum.as_bytes()).map_err(cache_err)
+    }
+}
+
+fn compile(engine: &Engine, name: &str, kind: WasmKind, wasm: &[u8]) -> Result<Vec<u8>, WasmError> {
+    let invalid = |e: wasmtime::Error| WasmError::Invalid {
+        name: name.to_string(),
+        reason: root_reason(&e),
+    };
+    tracing::debug!(name, ?kind, bytes = wasm.len(), "compiling");
+    match kind {
+        WasmKind::Module => engine.precompile_module(wasm).map_err(invalid),
+        WasmKind::Component => engine.precompile_component(wasm).map_err(invalid),
+    }
+}
+
+/// The innermost cause of a wasmtime error, which is where validation says what is wrong.
+fn root_reason(e: &wasmtime::Error) -> String {
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    chain.join(": ")
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, kind: WasmKind, path: &Path) -> wasmtime::Result<Code> {
+    // SAFETY: `deserialize_file` trusts the file to be code this engine produced. The file is
+    // in skiff's own data dir, written by `store` above through an atomic rename, and `check`
+    // verified its bytes against the recorded sha256 just before; wasmtime verifies the
+    // version and settings. A tampered file therefore fails the digest check and is rebuilt.
+    unsafe {
+        Ok(match kind {
+            WasmKind::Module => Code::Module(Module::deserialize_file(engine, path)?),
+            WasmKind::Component => Code::Component(Component::deserialize_file(engine, path)?),
+        })
+    }
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A stable name for the engine's compatibility: wasmtime version, target and settings.
+fn fingerprint(engine: &Engine) -> String {
+    use std::hash::Hash;
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..12])
+}
+
+/// Feeds `Hash` output into sha256, so the fingerprint is stable across processes and
+/// Rust versions (unlike `DefaultHasher`).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        unreachable!("only the digest is read")
+    }
+}

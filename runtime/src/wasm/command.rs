@@ -1,0 +1,103 @@
+//! Runs a program as a command: a WASI preview-1 module's `_start` or a component's
+//! `wasi:cli/run`, to completion, returning its exit code.
+
+use super::capabilities::Capabilities;
+use super::engine::WasmEngine;
+use super::error::{Ended, classify};
+use super::host::{component_store, module_store};
+use super::limits::{Limits, with_deadline};
+use super::{Code, Program, WasmError};
+use wasmtime::component::Component;
+use wasmtime::Module;
+
+/// Runs `program` with `caps` and `limits` to completion; returns the guest's exit code.
+///
+/// A trap, a time-out or an exhausted memory limit is an `Err` carrying its own exit code
+/// (`WasmError::exit_code`); a guest that exits non-zero is `Ok(code)`.
+#[tracing::instrument(skip_all, fields(program = program.name()), err(level = "debug"))]
+pub async fn run(engine: &WasmEngine, program: &Program, caps: &Capabilities, limits: &Limits) -> Result<i32, WasmError> {
+    caps.validate()?;
+    let outcome = match &program.code {
+        Code::Module(module) => run_module(engine, program.name(), module, caps, limits).await,
+        Code::Component(component) => run_component(engine, program.name(), component, caps, limits).await,
+    };
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(err) => match classify(program.name(), limits, err) {
+            Ended::Exit(code) => Ok(code),
+            Ended::Failed(failure) => Err(failure),
+        },
+    }
+}
+
+async fn run_module(
+    engine: &WasmEngine,
+    name: &str,
+    module: &Module,
+    caps: &Capabilities,
+    limits: &Limits,
+) -> wasmtime::Result<()> {
+    let mut linker = wasmtime::Linker::new(engine.engine());
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut super::host::ModuleHost| &mut host.wasi)?;
+    let pre = linker
+        .instantiate_pre(module)
+        .map_err(|e| link_error(name, module.imports().map(|i| format!("{}::{}", i.module(), i.name())), e))?;
+    let wasi = caps.wasi_builder()?.build_p1();
+    let mut store = module_store(engine, wasi, limits);
+    let instance = pre.instantiate_async(&mut store).await?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|_| {
+        wasmtime::Error::new(WasmError::MissingExport {
+            name: name.to_string(),
+            export: "`_start`",
+            hint: "build it as a WASI command (a binary, not a library), e.g. for wasm32-wasip1",
+        })
+    })?;
+    with_deadline(limits, start.call_async(&mut store, ())).await
+}
+
+async fn run_component(
+    engine: &WasmEngine,
+    name: &str,
+    component: &Component,
+    caps: &Capabilities,
+    limits: &Limits,
+) -> wasmtime::Result<()> {
+    let mut linker = wasmtime::component::Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    let imports = component
+        .component_type()
+        .imports(engine.engine())
+        .map(|(name, _)| name.to_string())
+        .collect::<Vec<_>>();
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| link_error(name, imports.into_iter(), e))?;
+    let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|_| {
+        wasmtime::Error::new(WasmError::MissingExport {
+            name: name.to_string(),
+            export: "`wasi:cli/run`",
+            hint: "build it as a command (a binary for wasm32-wasip2); to serve HTTP use --listen",
+        })
+    })?;
+    let mut store = component_store(engine, caps, limits)?;
+    let command = pre.instantiate_async(&mut store).await?;
+    let result = with_deadline(limits, command.wasi_cli_run().call_run(&mut store)).await?;
+    result.map_err(|()| wasmtime::Error::new(wasmtime_wasi::I32Exit(1)))
+}
+
+/// Turns a linker failure into `UnsupportedImport` naming the interface when one of the
+/// program's imports is what the linker could not satisfy, `Link` otherwise.
+pub(crate) fn link_error(name: &str, imports: impl Iterator<Item = String>, err: wasmtime::Error) -> wasmtime::Error {
+    let message = format!("{err:#}");
+    let missing = imports.filter(|import| message.contains(import.as_str())).max_by_key(String::len);
+    wasmtime::Error::new(match missing {
+        Some(interface) => WasmError::UnsupportedImport {
+            name: name.to_string(),
+            interface,
+        },
+        None => WasmError::Link {
+            name: name.to_string(),
+            reason: message,
+        },
+    })
+}

@@ -1,0 +1,109 @@
+//! Store data: what one instance's host side holds, and the outbound HTTP policy.
+
+use super::capabilities::Capabilities;
+use super::limits::{Limits, StoreLimiter};
+use super::engine::WasmEngine;
+use super::WasmError;
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Host state of a component instance: WASI 0.2, wasi:http, limits.
+pub(crate) struct ComponentHost {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: DenyOutbound,
+    pub(crate) limiter: StoreLimiter,
+}
+
+/// Host state of a core module instance: WASI preview 1, limits.
+pub(crate) struct ModuleHost {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limiter: StoreLimiter,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Outbound HTTP from guests: denied until allow-lists arrive with app manifests.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        tracing::debug!(uri = %request.uri(), "outbound request denied");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied.into()) })
+    }
+}
+
+/// Builds a store for one component instance with these grants and limits.
+pub(crate) fn component_store(
+    engine: &WasmEngine,
+    caps: &Capabilities,
+    limits: &Limits,
+) -> Result<Store<ComponentHost>, WasmError> {
+    let host = ComponentHost {
+        wasi: caps.wasi_builder()?.build(),
+        table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        outbound: DenyOutbound,
+        limiter: StoreLimiter::new(limits),
+    };
+    let mut store = Store::new(engine.engine(), host);
+    store.limiter(|host| &mut host.limiter);
+    arm_deadline(engine, &mut store, limits);
+    Ok(store)
+}
+
+/// Builds a store for one core module instance with these grants and limits.
+pub(crate) fn module_store(
+    engine: &WasmEngine,
+    wasi: WasiP1Ctx,
+    limits: &Limits,
+) -> Store<ModuleHost> {
+    let host = ModuleHost {
+        wasi,
+        limiter: StoreLimiter::new(limits),
+    };
+    let mut store = Store::new(engine.engine(), host);
+    store.limiter(|host| &mut host.limiter);
+    arm_deadline(engine, &mut store, limits);
+    store
+}
+
+/// Sets the epoch deadline: the timeout's ticks, or effectively never.
+fn arm_deadline<T>(engine: &WasmEngine, store: &mut Store<T>, limits: &Limits) {
+    let ticks = limits.timeout.map_or(u64::MAX / 2, |t| engine.ticks_for(t));
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+}
