@@ -18,13 +18,18 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// `handle` runs; the request body errors with `http_body_util::LengthLimitError` past the
 /// body limit. A handler never fails: its failures are answers (500, 504, ...).
 pub trait HttpHandler: Send + Sync + 'static {
-    fn handle(&self, request: http::Request<Body>) -> impl Future<Output = http::Response<Body>> + Send;
+    fn handle(
+        &self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = http::Response<Body>> + Send;
 }
 
 /// Builds a small plain-text response, the shape of every error answer.
 pub fn text_response(status: http::StatusCode, text: impl Into<String>) -> http::Response<Body> {
     use http_body_util::{BodyExt, Full};
-    let body = Full::new(Bytes::from(text.into())).map_err(|never| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from(text.into()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(

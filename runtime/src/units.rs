@@ -13,7 +13,9 @@ pub struct ByteSize(pub u64);
 /// Why a size or duration could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnitError {
-    #[error("invalid size `{0}`; write a number with an optional unit such as 512k, 32m, 1g or 64MiB")]
+    #[error(
+        "invalid size `{0}`; write a number with an optional unit such as 512k, 32m, 1g or 64MiB"
+    )]
     Size(String),
     #[error("invalid duration `{0}`; write a number with a unit such as 500ms, 10s or 2m")]
     Duration(String),
@@ -52,7 +54,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
         for (name, shift) in UNITS {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
                 return write!(f, "{} {name}", self.0 >> shift);
             }
         }

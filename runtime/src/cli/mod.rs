@@ -58,7 +58,9 @@ fn default_data_dir() -> PathBuf {
 fn nix_is_root() -> bool {
     // /proc/self is owned by the effective uid; avoids an unsafe libc call for one check.
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -48,12 +48,17 @@ pub struct RunCommand {
     file: PathBuf,
 
     /// Arguments passed to the guest (after the file, or after `--`)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     args: Vec<String>,
 }
 
 fn parse_volume(text: &str) -> Result<Preopen, String> {
-    text.parse().map_err(|e: crate::wasm::capabilities::GrantError| e.to_string())
+    text.parse()
+        .map_err(|e: crate::wasm::capabilities::GrantError| e.to_string())
 }
 
 fn parse_env_flag(text: &str) -> Result<(String, String), String> {
@@ -94,15 +99,21 @@ impl RunCommand {
                 caps.stdio = Stdio::Log;
                 // Validate and link everything before the port opens.
                 let function = HttpFunction::prepare(engine, &program, caps, limits)?;
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}; pick a free address or port"))?;
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr}; pick a free address or port")
+                })?;
                 let local = listener.local_addr()?;
                 println!("serving http on http://{local}");
                 let shutdown = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };
-                gateway::serve(listener, Arc::new(function), GatewayConfig::default(), shutdown).await?;
+                gateway::serve(
+                    listener,
+                    Arc::new(function),
+                    GatewayConfig::default(),
+                    shutdown,
+                )
+                .await?;
                 Ok(0)
             }
         }
@@ -119,11 +130,15 @@ impl RunCommand {
         for file in &self.env_files {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read env file {}", file.display()))?;
-            env.extend(parse_env_file(&text).with_context(|| format!("in env file {}", file.display()))?);
+            env.extend(
+                parse_env_file(&text).with_context(|| format!("in env file {}", file.display()))?,
+            );
         }
         env.extend(self.env.iter().cloned());
         Ok(Capabilities {
-            args: std::iter::once(argv0).chain(self.args.iter().cloned()).collect(),
+            args: std::iter::once(argv0)
+                .chain(self.args.iter().cloned())
+                .collect(),
             env,
             preopens: self.volumes.iter().chain(&self.dirs).cloned().collect(),
             stdio: Stdio::Closed,

@@ -102,7 +102,10 @@ pub async fn serve<H: HttpHandler>(
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(shared.answer(request).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -125,8 +128,13 @@ impl<H: HttpHandler> Shared<H> {
 
     async fn limited(&self, request: http::Request<Incoming>) -> http::Response<Body> {
         let Ok(_slot) = self.in_flight.try_acquire() else {
-            let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, "server busy; retry shortly\n");
-            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut response = text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server busy; retry shortly\n",
+            );
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         };
         let max_body = self.config.max_body_bytes;
@@ -146,7 +154,8 @@ impl<H: HttpHandler> Shared<H> {
                 .map_err(|e: BoxError| e)
                 .boxed_unsync()
         });
-        match tokio::time::timeout(self.config.request_timeout, self.handler.handle(request)).await {
+        match tokio::time::timeout(self.config.request_timeout, self.handler.handle(request)).await
+        {
             Ok(response) => response,
             Err(_) => text_response(StatusCode::GATEWAY_TIMEOUT, "the request timed out\n"),
         }

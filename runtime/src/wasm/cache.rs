@@ -14,8 +14,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
-use wasmtime::component::Component;
 use wasmtime::Module;
+use wasmtime::component::Component;
 
 /// Counters of what the cache did since the engine started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,7 +59,13 @@ impl CompileCache {
         }
     }
 
-    pub(crate) fn load(&self, engine: &Engine, name: &str, kind: WasmKind, wasm: &[u8]) -> Result<Code, WasmError> {
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        name: &str,
+        kind: WasmKind,
+        wasm: &[u8],
+    ) -> Result<Code, WasmError> {
         let digest = hex::encode(Sha256::digest(wasm));
         let code_path = self.dir.join(format!("{digest}.cwasm"));
         match self.check(&code_path) {
@@ -119,7 +125,8 @@ impl CompileCache {
         std::fs::create_dir_all(&self.dir).map_err(cache_err)?;
         let sum = format!("{}\n", hex::encode(Sha256::digest(code)));
         write_atomically(&self.dir, code_path, code).map_err(cache_err)?;
-        write_atomically(&self.dir, &code_path.with_extension("sum"), sum.as_bytes()).map_err(cache_err)
+        write_atomically(&self.dir, &code_path.with_extension("sum"), sum.as_bytes())
+            .map_err(cache_err)
     }
 }
 

@@ -163,7 +163,14 @@ mod tests {
     #[test]
     fn volumes_in_docker_and_wasmtime_spelling() {
         let docker: Preopen = "/srv/data:/data:ro".parse().unwrap();
-        assert_eq!(docker, Preopen { host: "/srv/data".into(), guest: "/data".into(), read_only: true });
+        assert_eq!(
+            docker,
+            Preopen {
+                host: "/srv/data".into(),
+                guest: "/data".into(),
+                read_only: true
+            }
+        );
         let rw: Preopen = "./x:/x".parse().unwrap();
         assert!(!rw.read_only);
         let wasmtime: Preopen = "/srv/data::/data".parse().unwrap();
@@ -184,7 +191,10 @@ mod tests {
         assert!(parse_env("=x").is_err());
         assert!(parse_env("NOVALUE").is_err());
         let file = "# comment\nA=1\n\n  B=two  \n";
-        assert_eq!(parse_env_file(file).unwrap(), vec![("A".into(), "1".into()), ("B".into(), "two".into())]);
+        assert_eq!(
+            parse_env_file(file).unwrap(),
+            vec![("A".into(), "1".into()), ("B".into(), "two".into())]
+        );
     }
 
     #[test]
@@ -194,6 +204,9 @@ mod tests {
             ..Default::default()
         };
         let err = caps.validate().unwrap_err().to_string();
-        assert!(err.contains("/definitely/not/here") && err.contains("no such directory"), "{err}");
+        assert!(
+            err.contains("/definitely/not/here") && err.contains("no such directory"),
+            "{err}"
+        );
     }
 }

@@ -7,19 +7,26 @@ use super::error::{Ended, classify};
 use super::host::{component_store, module_store};
 use super::limits::{Limits, with_deadline};
 use super::{Code, Program, WasmError};
-use wasmtime::component::Component;
 use wasmtime::Module;
+use wasmtime::component::Component;
 
 /// Runs `program` with `caps` and `limits` to completion; returns the guest's exit code.
 ///
 /// A trap, a time-out or an exhausted memory limit is an `Err` carrying its own exit code
 /// (`WasmError::exit_code`); a guest that exits non-zero is `Ok(code)`.
 #[tracing::instrument(skip_all, fields(program = program.name()), err(level = "debug"))]
-pub async fn run(engine: &WasmEngine, program: &Program, caps: &Capabilities, limits: &Limits) -> Result<i32, WasmError> {
+pub async fn run(
+    engine: &WasmEngine,
+    program: &Program,
+    caps: &Capabilities,
+    limits: &Limits,
+) -> Result<i32, WasmError> {
     caps.validate()?;
     let outcome = match &program.code {
         Code::Module(module) => run_module(engine, program.name(), module, caps, limits).await,
-        Code::Component(component) => run_component(engine, program.name(), component, caps, limits).await,
+        Code::Component(component) => {
+            run_component(engine, program.name(), component, caps, limits).await
+        }
     };
     match outcome {
         Ok(()) => Ok(0),
@@ -38,10 +45,18 @@ async fn run_module(
     limits: &Limits,
 ) -> wasmtime::Result<()> {
     let mut linker = wasmtime::Linker::new(engine.engine());
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut super::host::ModuleHost| &mut host.wasi)?;
-    let pre = linker
-        .instantiate_pre(module)
-        .map_err(|e| link_error(name, module.imports().map(|i| format!("{}::{}", i.module(), i.name())), e))?;
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut super::host::ModuleHost| {
+        &mut host.wasi
+    })?;
+    let pre = linker.instantiate_pre(module).map_err(|e| {
+        link_error(
+            name,
+            module
+                .imports()
+                .map(|i| format!("{}::{}", i.module(), i.name())),
+            e,
+        )
+    })?;
     let wasi = caps.wasi_builder()?.build_p1();
     let mut store = module_store(engine, wasi, limits);
     let instance = pre.instantiate_async(&mut store).await?;
@@ -87,9 +102,15 @@ async fn run_component(
 
 /// Turns a linker failure into `UnsupportedImport` naming the interface when one of the
 /// program's imports is what the linker could not satisfy, `Link` otherwise.
-pub(crate) fn link_error(name: &str, imports: impl Iterator<Item = String>, err: wasmtime::Error) -> wasmtime::Error {
+pub(crate) fn link_error(
+    name: &str,
+    imports: impl Iterator<Item = String>,
+    err: wasmtime::Error,
+) -> wasmtime::Error {
     let message = format!("{err:#}");
-    let missing = imports.filter(|import| message.contains(import.as_str())).max_by_key(String::len);
+    let missing = imports
+        .filter(|import| message.contains(import.as_str()))
+        .max_by_key(String::len);
     wasmtime::Error::new(match missing {
         Some(interface) => WasmError::UnsupportedImport {
             name: name.to_string(),

@@ -94,7 +94,12 @@ impl WasmEngine {
     }
 
     /// Compiles (or loads from the cache) `bytes` known to be of `kind`.
-    pub fn load_bytes(&self, name: String, kind: WasmKind, bytes: &[u8]) -> Result<Program, WasmError> {
+    pub fn load_bytes(
+        &self,
+        name: String,
+        kind: WasmKind,
+        bytes: &[u8],
+    ) -> Result<Program, WasmError> {
         let code = self.cache.load(&self.engine, &name, kind, bytes)?;
         Ok(Program { name, code })
     }

@@ -22,7 +22,9 @@ pub enum WasmError {
     )]
     NotWasm { path: PathBuf },
 
-    #[error("{name} is not valid WebAssembly: {reason}; rebuild it or check that the file is complete")]
+    #[error(
+        "{name} is not valid WebAssembly: {reason}; rebuild it or check that the file is complete"
+    )]
     Invalid { name: String, reason: String },
 
     #[error(
@@ -118,7 +120,10 @@ pub(crate) fn classify(name: &str, limits: &super::limits::Limits, err: wasmtime
     }
     let name = name.to_string();
     if let Some(MemoryLimitExceeded(limit)) = err.downcast_ref::<MemoryLimitExceeded>() {
-        return Ended::Failed(WasmError::MemoryLimit { name, limit: *limit });
+        return Ended::Failed(WasmError::MemoryLimit {
+            name,
+            limit: *limit,
+        });
     }
     match err.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => Ended::Failed(WasmError::Timeout {

@@ -1,9 +1,9 @@
 //! Store data: what one instance's host side holds, and the outbound HTTP policy.
 
-use super::capabilities::Capabilities;
-use super::limits::{Limits, StoreLimiter};
-use super::engine::WasmEngine;
 use super::WasmError;
+use super::capabilities::Capabilities;
+use super::engine::WasmEngine;
+use super::limits::{Limits, StoreLimiter};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -62,7 +62,7 @@ impl WasiHttpHooks for DenyOutbound {
             > + Send,
     > {
         tracing::debug!(uri = %request.uri(), "outbound request denied");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied.into()) })
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

@@ -64,7 +64,10 @@ impl HttpFunction {
     pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
         let outcome = match &self.handler {
             Handler::Proxy(pre) => self.handle_proxy(pre, request).await,
-            Handler::Wagi(wagi) => wagi.handle(&self.engine, &self.name, &self.caps, &self.limits, request).await,
+            Handler::Wagi(wagi) => {
+                wagi.handle(&self.engine, &self.name, &self.caps, &self.limits, request)
+                    .await
+            }
         };
         outcome.unwrap_or_else(|failure| failure_response(&failure))
     }
@@ -85,7 +88,11 @@ impl HttpFunction {
             .http()
             .new_incoming_request(Scheme::Http, request.map(|body| body.map_err(body_error)))
             .map_err(host_error)?;
-        let outparam = store.data_mut().http().new_response_outparam(sender).map_err(host_error)?;
+        let outparam = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(host_error)?;
 
         // The guest runs in its own task: it may keep streaming the body after it has set
         // the response, and the client's response must not wait for it to finish.
@@ -117,7 +124,9 @@ impl HttpFunction {
         });
 
         match receiver.await {
-            Ok(Ok(response)) => Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+            }
             Ok(Err(code)) => Ok(text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("function {} answered with an error: {code:?}\n", self.name),
@@ -139,7 +148,10 @@ impl HttpFunction {
 }
 
 impl HttpHandler for HttpFunction {
-    fn handle(&self, request: http::Request<Body>) -> impl Future<Output = http::Response<Body>> + Send {
+    fn handle(
+        &self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = http::Response<Body>> + Send {
         HttpFunction::handle(self, request)
     }
 }
@@ -174,9 +186,10 @@ fn prepare_proxy(
 
 /// Unwraps the `WasmError` inside a wasmtime error built by `link_error`.
 pub(crate) fn into_wasm_error(err: wasmtime::Error) -> WasmError {
-    err.downcast::<WasmError>().unwrap_or_else(|err| WasmError::Engine {
-        reason: format!("{err:#}"),
-    })
+    err.downcast::<WasmError>()
+        .unwrap_or_else(|err| WasmError::Engine {
+            reason: format!("{err:#}"),
+        })
 }
 
 /// Maps a gateway body error into wasi:http's error type.
@@ -203,5 +216,11 @@ pub(crate) fn failure_response(failure: &WasmError) -> http::Response<Body> {
         WasmError::MemoryLimit { name, .. } => format!("function {name} ran out of memory"),
         other => other.to_string(),
     };
-    text_response(status, format!("{}: {reason}\n", status.canonical_reason().unwrap_or("error")))
+    text_response(
+        status,
+        format!(
+            "{}: {reason}\n",
+            status.canonical_reason().unwrap_or("error")
+        ),
+    )
 }

@@ -43,7 +43,9 @@ impl StoreLimiter {
     fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
         let next = self.used.saturating_add(desired.saturating_sub(current));
         match self.limit {
-            Some(limit) if next as u64 > limit.0 => Err(wasmtime::Error::new(MemoryLimitExceeded(limit))),
+            Some(limit) if next as u64 > limit.0 => {
+                Err(wasmtime::Error::new(MemoryLimitExceeded(limit)))
+            }
             _ => {
                 self.used = next;
                 Ok(true)
@@ -53,11 +55,21 @@ impl StoreLimiter {
 }
 
 impl ResourceLimiter for StoreLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.grow(current, desired)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.grow(
             current.saturating_mul(TABLE_ELEMENT_BYTES),
             desired.saturating_mul(TABLE_ELEMENT_BYTES),

@@ -21,8 +21,8 @@ mod wagi;
 pub use error::{Result, WasmError, exit_code};
 
 use std::path::Path;
-use wasmtime::component::Component;
 use wasmtime::Module;
+use wasmtime::component::Component;
 
 /// What a `.wasm` binary holds, read from its header (never guessed from exports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +83,14 @@ mod tests {
 
     #[test]
     fn kind_is_read_from_the_preamble() {
-        assert_eq!(WasmKind::detect(b"\0asm\x01\0\0\0rest"), Some(WasmKind::Module));
-        assert_eq!(WasmKind::detect(b"\0asm\x0d\0\x01\0"), Some(WasmKind::Component));
+        assert_eq!(
+            WasmKind::detect(b"\0asm\x01\0\0\0rest"),
+            Some(WasmKind::Module)
+        );
+        assert_eq!(
+            WasmKind::detect(b"\0asm\x0d\0\x01\0"),
+            Some(WasmKind::Component)
+        );
         assert_eq!(WasmKind::detect(b"\x7fELF\x02\x01\x01\0"), None);
         assert_eq!(WasmKind::detect(b"\0asm"), None);
     }

@@ -4,6 +4,7 @@
 //! arguments, and the body on stdin. The module writes headers, a blank line and the body to
 //! stdout. `status:` sets the status and `location:` alone means a 302, as in the WAGI spec.
 
+use super::WasmError;
 use super::capabilities::Capabilities;
 use super::command::link_error;
 use super::engine::WasmEngine;
@@ -11,7 +12,6 @@ use super::error::{Ended, classify};
 use super::host::{ModuleHost, module_store};
 use super::http::into_wasm_error;
 use super::limits::{Limits, with_deadline};
-use super::WasmError;
 use crate::instance::{Body, text_response};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -27,11 +27,19 @@ pub(crate) struct Wagi {
 }
 
 impl Wagi {
-    pub(crate) fn prepare(engine: &WasmEngine, name: &str, module: &Module) -> Result<Self, WasmError> {
+    pub(crate) fn prepare(
+        engine: &WasmEngine,
+        name: &str,
+        module: &Module,
+    ) -> Result<Self, WasmError> {
         let mut linker = wasmtime::Linker::new(engine.engine());
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut ModuleHost| &mut host.wasi)
-            .map_err(|e| WasmError::Engine { reason: format!("{e:#}") })?;
-        let imports = module.imports().map(|i| format!("{}::{}", i.module(), i.name()));
+            .map_err(|e| WasmError::Engine {
+                reason: format!("{e:#}"),
+            })?;
+        let imports = module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()));
         let pre = linker
             .instantiate_pre(module)
             .map_err(|e| into_wasm_error(link_error(name, imports, e)))?;
@@ -57,9 +65,17 @@ impl Wagi {
         let body = match body.collect().await {
             Ok(body) => body.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Ok(text_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+                return Ok(text_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large\n",
+                ));
             }
-            Err(e) => return Ok(text_response(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}\n"))),
+            Err(e) => {
+                return Ok(text_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}\n"),
+                ));
+            }
         };
         let stdout = MemoryOutputPipe::new(MAX_OUTPUT);
         let mut wasi = caps.wasi_builder()?;
@@ -73,7 +89,10 @@ impl Wagi {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
-        match with_deadline(limits, call).await.map_err(|e| classify(name, limits, e)) {
+        match with_deadline(limits, call)
+            .await
+            .map_err(|e| classify(name, limits, e))
+        {
             Ok(()) | Err(Ended::Exit(0)) => {}
             Err(Ended::Exit(code)) => {
                 return Err(WasmError::Host {
@@ -103,7 +122,10 @@ fn cgi_env(parts: &http::request::Parts, body_len: usize) -> Vec<(String, String
     let path = uri.path();
     let mut env = vec![
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        ("SERVER_SOFTWARE".into(), concat!("skiff/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("skiff/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
         ("SERVER_NAME".into(), server_name.into()),
         ("SERVER_PORT".into(), server_port.into()),
@@ -114,19 +136,34 @@ fn cgi_env(parts: &http::request::Parts, body_len: usize) -> Vec<(String, String
         ("PATH_TRANSLATED".into(), path.into()),
         ("QUERY_STRING".into(), uri.query().unwrap_or("").into()),
         ("X_MATCHED_ROUTE".into(), "/...".into()),
-        ("X_FULL_URL".into(), format!("http://{host}{}", uri.path_and_query().map_or("/", |p| p.as_str()))),
+        (
+            "X_FULL_URL".into(),
+            format!(
+                "http://{host}{}",
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            ),
+        ),
         ("CONTENT_LENGTH".into(), body_len.to_string()),
-        ("CONTENT_TYPE".into(), header(parts, http::header::CONTENT_TYPE)),
+        (
+            "CONTENT_TYPE".into(),
+            header(parts, http::header::CONTENT_TYPE),
+        ),
         ("AUTH_TYPE".into(), String::new()),
         ("REMOTE_USER".into(), String::new()),
     ];
     for (name, value) in &parts.headers {
         // Credentials stay with the gateway, as CGI servers do.
-        if name == http::header::AUTHORIZATION || name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH {
+        if name == http::header::AUTHORIZATION
+            || name == http::header::CONTENT_TYPE
+            || name == http::header::CONTENT_LENGTH
+        {
             continue;
         }
         if let Ok(value) = value.to_str() {
-            let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+            let key = format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            );
             env.push((key, value.to_string()));
         }
     }
@@ -134,22 +171,34 @@ fn cgi_env(parts: &http::request::Parts, body_len: usize) -> Vec<(String, String
 }
 
 fn header(parts: &http::request::Parts, name: HeaderName) -> String {
-    parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// argv: the program's name, then the query split on `&`, as WAGI passes it.
 fn cgi_args(name: &str, parts: &http::request::Parts) -> Vec<String> {
     let mut args = vec![name.to_string()];
     if let Some(query) = parts.uri.query() {
-        args.extend(query.split('&').filter(|p| !p.is_empty()).map(str::to_string));
+        args.extend(
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        );
     }
     args
 }
 
 /// Splits CGI output into a response: header lines up to the first blank line, then the body.
 fn parse_output(output: &[u8]) -> Result<http::Response<Body>, String> {
-    let (head, body) = split_head(output).ok_or("WAGI handler wrote no blank line after its headers")?;
-    let head = std::str::from_utf8(head).map_err(|_| "WAGI handler wrote headers that are not UTF-8")?;
+    let (head, body) =
+        split_head(output).ok_or("WAGI handler wrote no blank line after its headers")?;
+    let head =
+        std::str::from_utf8(head).map_err(|_| "WAGI handler wrote headers that are not UTF-8")?;
     let mut response = http::Response::builder();
     let mut status = None;
     let mut has_type_or_location = false;
@@ -161,12 +210,17 @@ fn parse_output(output: &[u8]) -> Result<http::Response<Body>, String> {
         match name.as_str() {
             "status" => {
                 let code = value.split_whitespace().next().unwrap_or("");
-                status = Some(StatusCode::from_bytes(code.as_bytes()).map_err(|_| format!("WAGI handler wrote an invalid status `{value}`"))?);
+                status = Some(
+                    StatusCode::from_bytes(code.as_bytes())
+                        .map_err(|_| format!("WAGI handler wrote an invalid status `{value}`"))?,
+                );
             }
             _ => {
                 has_type_or_location |= name == "content-type" || name == "location";
-                let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name `{name}`"))?;
-                let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header `{name}`"))?;
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("invalid header name `{name}`"))?;
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| format!("invalid value for header `{name}`"))?;
                 if name == "location" && status.is_none() {
                     status = Some(StatusCode::FOUND);
                 }
@@ -177,7 +231,9 @@ fn parse_output(output: &[u8]) -> Result<http::Response<Body>, String> {
     if !has_type_or_location {
         return Err("WAGI handler wrote neither content-type nor location".into());
     }
-    let body = Full::new(Bytes::copy_from_slice(body)).map_err(|never| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::copy_from_slice(body))
+        .map_err(|never| match never {})
+        .boxed_unsync();
     response
         .status(status.unwrap_or(StatusCode::OK))
         .body(body)
@@ -186,9 +242,18 @@ fn parse_output(output: &[u8]) -> Result<http::Response<Body>, String> {
 
 fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
     let lf = output.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = output.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    let crlf = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
     let (at, len) = match (lf, crlf) {
-        (Some(a), Some(b)) => if a.0 < b.0 { a } else { b },
+        (Some(a), Some(b)) => {
+            if a.0 < b.0 {
+                a
+            } else {
+                b
+            }
+        }
         (a, b) => a.or(b)?,
     };
     Some((&output[..at], &output[at + len..]))
@@ -199,12 +264,23 @@ mod tests {
     use super::*;
 
     async fn body_of(response: http::Response<Body>) -> String {
-        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
     async fn output_with_status_and_headers() {
-        let response = parse_output(b"Content-Type: text/plain\nStatus: 418 teapot\n\nshort and stout").unwrap();
+        let response =
+            parse_output(b"Content-Type: text/plain\nStatus: 418 teapot\n\nshort and stout")
+                .unwrap();
         assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
         assert_eq!(response.headers()["content-type"], "text/plain");
         assert_eq!(body_of(response).await, "short and stout");
@@ -218,22 +294,45 @@ mod tests {
 
     #[test]
     fn malformed_output_is_an_error() {
-        assert!(parse_output(b"content-type: text/plain").unwrap_err().contains("blank line"));
-        assert!(parse_output(b"x-only: 1\n\nbody").unwrap_err().contains("content-type"));
-        assert!(parse_output(b"garbage\n\n").unwrap_err().contains("malformed"));
+        assert!(
+            parse_output(b"content-type: text/plain")
+                .unwrap_err()
+                .contains("blank line")
+        );
+        assert!(
+            parse_output(b"x-only: 1\n\nbody")
+                .unwrap_err()
+                .contains("content-type")
+        );
+        assert!(
+            parse_output(b"garbage\n\n")
+                .unwrap_err()
+                .contains("malformed")
+        );
     }
 
     #[test]
     fn cgi_variables() {
-        let request = http::Request::get("/hello/x?a=1&b=2").header("host", "example.test:8080").header("x-thing", "y").body(()).unwrap();
+        let request = http::Request::get("/hello/x?a=1&b=2")
+            .header("host", "example.test:8080")
+            .header("x-thing", "y")
+            .body(())
+            .unwrap();
         let (parts, ()) = request.into_parts();
         let env = cgi_env(&parts, 5);
-        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("PATH_INFO"), Some("/hello/x"));
         assert_eq!(get("QUERY_STRING"), Some("a=1&b=2"));
         assert_eq!(get("SERVER_PORT"), Some("8080"));
         assert_eq!(get("HTTP_X_THING"), Some("y"));
-        assert_eq!(get("X_FULL_URL"), Some("http://example.test:8080/hello/x?a=1&b=2"));
+        assert_eq!(
+            get("X_FULL_URL"),
+            Some("http://example.test:8080/hello/x?a=1&b=2")
+        );
         assert_eq!(cgi_args("f.wasm", &parts), ["f.wasm", "a=1", "b=2"]);
     }
 }

@@ -39,9 +39,7 @@ fn main() -> ExitCode {
     }
 
     // Scan the flags (skipping argv[0]). Unknown arguments are only echoed.
-    let mut exit_code: Option<i32> = std::env::var("HELLO_EXIT")
-        .ok()
-        .map(|v| parse_code(&v));
+    let mut exit_code: Option<i32> = std::env::var("HELLO_EXIT").ok().map(|v| parse_code(&v));
     let mut copy_stdin = false;
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {

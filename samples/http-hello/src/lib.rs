@@ -55,11 +55,9 @@ impl wasi::exports::http::incoming_handler::Guest for HttpHello {
 /// host can start sending while we stream: writing a large body first could
 /// otherwise fill the host's pipe and block forever.
 fn start_response(response_out: ResponseOutparam, status: u16, content_type: &str) -> OutgoingBody {
-    let headers = Fields::from_list(&[(
-        "content-type".to_string(),
-        content_type.as_bytes().to_vec(),
-    )])
-    .expect("valid header");
+    let headers =
+        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
+            .expect("valid header");
     let response = OutgoingResponse::new(headers);
     response.set_status_code(status).expect("valid status");
     let body = response.body().expect("response body taken once");

@@ -18,7 +18,9 @@
 use std::hint::black_box;
 use std::io::Write as _;
 
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct HttpMisbehave;
 

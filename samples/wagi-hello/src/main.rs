@@ -55,7 +55,10 @@ fn main() -> io::Result<()> {
     // End of headers.
     writeln!(out)?;
     // Body.
-    writeln!(out, "Hello from WAGI! method={method} path={path} query={query}")?;
+    writeln!(
+        out,
+        "Hello from WAGI! method={method} path={path} query={query}"
+    )?;
     writeln!(out, "body={body}")?;
     out.flush()
 }

@@ -1,0 +1,14 @@
+//! skiff's integration tests: one binary, one module per area, against real parts (the real
+//! `skiff` binary, real wasmtime, samples built from source, real HTTP clients over loopback).
+//!
+//! Samples must be built first: `bash samples/build.sh` (the README's test command does it).
+
+mod cache;
+mod cli;
+mod errors;
+mod fs;
+mod gateway;
+mod http;
+mod limits;
+mod run;
+mod support;
