@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Wall time of one request's instance when serving without `--timeout`.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, clap::Args)]
 pub struct RunCommand {
     /// Grant a host directory: HOST:GUEST, HOST:GUEST:ro for read-only
@@ -35,7 +38,8 @@ pub struct RunCommand {
     #[arg(short = 'm', long, value_name = "SIZE")]
     memory: Option<ByteSize>,
 
-    /// Stop the guest after this long (per request with --listen): 500ms, 10s [default: no limit]
+    /// Stop the guest after this long: 500ms, 10s [default: no limit for a command; 60s per
+    /// request with --listen, so a guest that streams forever is still stopped]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_flag)]
     timeout: Option<Duration>,
 
@@ -82,7 +86,9 @@ impl RunCommand {
         let mut caps = self.capabilities()?;
         let limits = Limits {
             memory: self.memory,
-            timeout: self.timeout,
+            timeout: self
+                .timeout
+                .or(self.listen.map(|_| DEFAULT_REQUEST_TIMEOUT)),
         };
         let config = EngineConfig {
             pool_instances: self.listen.map(|_| 1000),

@@ -106,8 +106,9 @@ impl WasmEngine {
 }
 
 fn pooling(instances: u32, max_memory: u64) -> InstanceAllocationStrategy {
-    // A Rust wasip2 component holds a handful of core instances (the program plus the
-    // adapter shims), each with its own tables; size the pool for that.
+    // A Rust wasip2 component holds a handful of core instances (the program plus small
+    // shims), each with at most one table; size the totals for that. Per-component maxima
+    // keep wasmtime's defaults (bounded by these totals).
     const CORE_PER_COMPONENT: u32 = 8;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -115,9 +116,6 @@ fn pooling(instances: u32, max_memory: u64) -> InstanceAllocationStrategy {
         .total_memories(instances * 2)
         .total_tables(instances * CORE_PER_COMPONENT)
         .total_stacks(instances)
-        .max_core_instances_per_component(CORE_PER_COMPONENT * 4)
-        .max_memories_per_component(CORE_PER_COMPONENT)
-        .max_tables_per_component(CORE_PER_COMPONENT * 4)
         .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
         // Keep a little of each slot resident so reuse skips page faults for small guests.
         .linear_memory_keep_resident(64 << 10)

@@ -59,6 +59,9 @@ pub enum WasmError {
     #[error("{name} was stopped: out of memory (limit {limit}); raise --memory if it needs more")]
     MemoryLimit { name: String, limit: ByteSize },
 
+    #[error("no free instance slot for {name}: every pooled instance is in use; retry shortly")]
+    Busy { name: String },
+
     #[error("{name} failed in the host: {reason}")]
     Host { name: String, reason: String },
 
@@ -119,6 +122,9 @@ pub(crate) fn classify(name: &str, limits: &super::limits::Limits, err: wasmtime
         return Ended::Exit(exit.0);
     }
     let name = name.to_string();
+    if err.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return Ended::Failed(WasmError::Busy { name });
+    }
     if let Some(MemoryLimitExceeded(limit)) = err.downcast_ref::<MemoryLimitExceeded>() {
         return Ended::Failed(WasmError::MemoryLimit {
             name,

@@ -208,6 +208,7 @@ pub(crate) fn failure_response(failure: &WasmError) -> http::Response<Body> {
     tracing::warn!(error = %failure, "request failed");
     let status = match failure {
         WasmError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        WasmError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let reason = match failure {
@@ -216,11 +217,13 @@ pub(crate) fn failure_response(failure: &WasmError) -> http::Response<Body> {
         WasmError::MemoryLimit { name, .. } => format!("function {name} ran out of memory"),
         other => other.to_string(),
     };
-    text_response(
-        status,
-        format!(
-            "{}: {reason}\n",
-            status.canonical_reason().unwrap_or("error")
-        ),
-    )
+    let reason_phrase = status.canonical_reason().unwrap_or("error");
+    let mut response = text_response(status, format!("{reason_phrase}: {reason}\n"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry = http::HeaderValue::from_static("1");
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, retry);
+    }
+    response
 }

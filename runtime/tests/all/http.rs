@@ -144,3 +144,66 @@ fn a_body_over_the_limit_is_refused() {
         "the server keeps serving"
     );
 }
+
+#[test]
+fn a_full_instance_pool_answers_503_and_recovers() {
+    use skiff::wasm::capabilities::Capabilities;
+    use skiff::wasm::engine::{EngineConfig, WasmEngine};
+    use skiff::wasm::http::HttpFunction;
+    use skiff::wasm::limits::Limits;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let cache = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        pool_instances: Some(1),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(WasmEngine::new(&config, cache.path().to_path_buf()).unwrap());
+    let program = engine.load_file(&p2("http_misbehave")).unwrap();
+    let limits = Limits {
+        timeout: Some(Duration::from_secs(2)),
+        memory: None,
+    };
+    let function =
+        Arc::new(HttpFunction::prepare(engine, &program, Capabilities::default(), limits).unwrap());
+    let request = |path: &str| {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        http::Request::get(path)
+            .header("host", "test")
+            .body(body)
+            .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // One request spins in the pool's only slot until its time limit.
+        let busy = tokio::spawn({
+            let function = function.clone();
+            let request = request("/loop");
+            async move { function.handle(request).await.status() }
+        });
+        let mut saw_503 = false;
+        while !busy.is_finished() {
+            let response = function.handle(request("/ok")).await;
+            if response.status() == 503 {
+                assert_eq!(response.headers()["retry-after"], "1");
+                saw_503 = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(saw_503, "a request with no free slot answers 503");
+        assert_eq!(busy.await.unwrap(), 504);
+        assert_eq!(
+            function.handle(request("/ok")).await.status(),
+            200,
+            "the slot is free again"
+        );
+    });
+}
