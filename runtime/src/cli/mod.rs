@@ -1,5 +1,11 @@
 //! The `skiff` command line: one file per verb, each a `…Command` with `execute`.
 
+mod images;
+mod inspect;
+mod pull;
+mod push;
+mod registry_options;
+mod rmi;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -27,8 +33,18 @@ pub struct GlobalOptions {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a WebAssembly program, or serve it over HTTP with --listen
+    /// Run a WebAssembly program (a file or an image), or serve it over HTTP with --listen
     Run(run::RunCommand),
+    /// Pull an image from a registry
+    Pull(pull::PullCommand),
+    /// Push a .wasm file as a Wasm OCI artifact, or a stored image, to a registry
+    Push(push::PushCommand),
+    /// List stored images
+    Images(images::ImagesCommand),
+    /// Remove images
+    Rmi(rmi::RmiCommand),
+    /// Show an image's manifest and config as JSON
+    Inspect(inspect::InspectCommand),
 }
 
 impl Cli {
@@ -37,8 +53,22 @@ impl Cli {
         let data_dir = self.global.data_dir.unwrap_or_else(default_data_dir);
         match self.command {
             Command::Run(run) => run.execute(&data_dir),
+            Command::Pull(pull) => pull.execute(&data_dir),
+            Command::Push(push) => push.execute(&data_dir),
+            Command::Images(images) => images.execute(&data_dir),
+            Command::Rmi(rmi) => rmi.execute(&data_dir),
+            Command::Inspect(inspect) => inspect.execute(&data_dir),
         }
     }
+}
+
+/// Runs a future to completion on a fresh runtime: the CLI's verbs are one-shot.
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime")
+        .block_on(future)
 }
 
 /// `/var/lib/skiff` as root; the XDG data dir otherwise. The one place the CLI reads the

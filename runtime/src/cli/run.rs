@@ -1,15 +1,22 @@
 //! `skiff run`: run a Wasm program in the foreground, or serve it over HTTP with `--listen`.
 
+use super::registry_options::RegistryOptions;
 use crate::gateway::{self, GatewayConfig};
+use crate::oci::image::ImageKind;
+use crate::oci::local::{ImagesError, LocalImages};
+use crate::oci::reference::ImageRef;
+use crate::oci::registry::{Quiet, Registry};
 use crate::units::{ByteSize, parse_duration};
 use crate::wasm::capabilities::{Capabilities, Preopen, Stdio, parse_env, parse_env_file};
 use crate::wasm::command;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
 use crate::wasm::http::HttpFunction;
 use crate::wasm::limits::Limits;
+use crate::wasm::{Program, WasmError, WasmKind};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,9 +54,12 @@ pub struct RunCommand {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// The .wasm file to run
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    #[command(flatten)]
+    registry: RegistryOptions,
+
+    /// The .wasm file, or the Wasm image (pulled first when not stored)
+    #[arg(value_name = "FILE|IMAGE")]
+    target: String,
 
     /// Arguments passed to the guest (after the file, or after `--`)
     #[arg(
@@ -95,7 +105,7 @@ impl RunCommand {
             ..EngineConfig::default()
         };
         let engine = Arc::new(WasmEngine::new(&config, data_dir.join("cache/wasm"))?);
-        let program = engine.load_file(&self.file)?;
+        let program = self.load(&engine, data_dir).await?;
         match self.listen {
             None => {
                 caps.stdio = Stdio::Inherit;
@@ -125,13 +135,49 @@ impl RunCommand {
         }
     }
 
-    /// The guest's grants: argv[0] is the file's base name (the host path stays private).
+    /// A file when the target names one (or looks like a path), an image otherwise.
+    async fn load(&self, engine: &WasmEngine, data_dir: &Path) -> anyhow::Result<Program> {
+        let path = Path::new(&self.target);
+        let looks_like_path =
+            path.exists() || self.target.ends_with(".wasm") || self.target.starts_with(['.', '/']);
+        if looks_like_path {
+            return Ok(engine.load_file(path)?);
+        }
+        let images = LocalImages::open(data_dir)?;
+        let record = match images.get(&self.target) {
+            Ok(record) => record,
+            Err(ImagesError::Unknown { .. }) => {
+                let reference: ImageRef = self.target.parse()?;
+                let registry = Registry::new(self.registry.config());
+                images.pull(&registry, &reference, &Quiet).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if record.kind == ImageKind::Linux {
+            anyhow::bail!(
+                "{} is a Linux image; skiff cannot run Linux images yet (the Linux executor is \
+                 still to come); run a Wasm image or a .wasm file",
+                record.name
+            );
+        }
+        let bytes = images.wasm_bytes(&record)?;
+        let kind = WasmKind::detect(&bytes).ok_or_else(|| WasmError::Invalid {
+            name: record.name.clone(),
+            reason: "its Wasm layer does not start with `\\0asm`".into(),
+        })?;
+        Ok(engine.load_bytes(record.name.clone(), kind, &bytes)?)
+    }
+
+    /// The guest's grants: argv[0] is the file's base name (the host path stays private),
+    /// or the image's repository name.
     fn capabilities(&self) -> anyhow::Result<Capabilities> {
         let argv0 = self
-            .file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "main.wasm".into());
+            .target
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("main.wasm")
+            .to_string();
         let mut env = Vec::new();
         for file in &self.env_files {
             let text = std::fs::read_to_string(file)

@@ -5,7 +5,14 @@
 //! media types, manifests and the registry client. It depends on nothing else in skiff:
 //! the executors read from it, never the other way round.
 
+pub mod artifact;
 pub mod digest;
+pub mod image;
+pub mod images;
+pub mod local;
+pub mod media_types;
+pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use digest::{Digest, DigestError};

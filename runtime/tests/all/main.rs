@@ -10,5 +10,7 @@ mod fs;
 mod gateway;
 mod http;
 mod limits;
+mod oci;
+mod registry;
 mod run;
 mod support;

@@ -1,0 +1,396 @@
+//! Images through a real registry (Debian's docker-registry on loopback), cross-checked with
+//! clients nobody here wrote (skopeo, oras-py). Every refused input leaves the store as it was.
+
+use crate::registry::{Fault, FaultProxy, OCI_INDEX, OCI_MANIFEST, Registry, sha256_digest};
+use crate::support::*;
+use std::path::Path;
+
+/// Digests of the blobs in a data dir's content store.
+fn stored_blobs(skiff: &Skiff) -> Vec<String> {
+    let dir = skiff.data_dir.path().join("content/blobs/sha256");
+    let mut blobs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    blobs.sort();
+    blobs
+}
+
+fn images_listed(skiff: &Skiff) -> String {
+    skiff.run(["images"]).expect_code(0).stdout.clone()
+}
+
+fn push(skiff: &Skiff, file: &Path, reference: &str) -> String {
+    let ran = skiff.run(["push", file.to_str().unwrap(), reference]);
+    ran.expect_code(0).stdout_has("pushed");
+    let digest = ran
+        .stdout
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_matches(['(', ')'])
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{}", ran.stdout);
+    digest
+}
+
+#[test]
+fn a_pushed_module_pulls_and_runs_anywhere() {
+    let registry = Registry::start();
+    let reference = registry.reference("demo/hello:1.0");
+    let pusher = Skiff::new();
+    let digest = push(&pusher, &p1("hello"), &reference);
+    assert_eq!(
+        registry.skopeo_digest(&reference),
+        digest,
+        "skopeo sees the same manifest"
+    );
+
+    let puller = Skiff::new();
+    puller
+        .run(["pull", &reference])
+        .expect_code(0)
+        .stdout_has(&digest)
+        .stdout_has("wasm");
+    let listed = images_listed(&puller);
+    assert!(
+        listed.contains(&registry.reference("demo/hello"))
+            && listed.contains("1.0")
+            && listed.contains("wasm"),
+        "{listed}"
+    );
+    let ran = puller.run(["run", &reference, "from-an-image"]);
+    ran.expect_code(0)
+        .stdout_has("hello from skiff")
+        .stdout_has("arg[1]=from-an-image");
+
+    let inspected = puller.run(["inspect", &reference]);
+    let json: serde_json::Value = serde_json::from_str(&inspected.expect_code(0).stdout).unwrap();
+    assert_eq!(
+        json["Manifest"]["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(
+        json["Manifest"]["layers"][0]["mediaType"],
+        "application/wasm"
+    );
+    assert_eq!(
+        json["Manifest"]["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        "hello.wasm"
+    );
+    assert_eq!(json["Config"]["architecture"], "wasm");
+    assert_eq!(json["Config"]["os"], "wasip1");
+    assert_eq!(
+        json["Config"]["layerDigests"][0],
+        sha256_digest(&std::fs::read(p1("hello")).unwrap())
+    );
+
+    puller
+        .run(["rmi", &reference])
+        .expect_code(0)
+        .stdout_has("untagged");
+    assert!(
+        stored_blobs(&puller).is_empty(),
+        "rmi leaves no unreferenced blobs"
+    );
+    assert!(!images_listed(&puller).contains("demo/hello"));
+}
+
+#[test]
+fn a_component_artifact_records_its_world_and_serves() {
+    let registry = Registry::start();
+    let reference = registry.reference("demo/http:1");
+    push(&Skiff::new(), &p2("http_hello"), &reference);
+    let skiff = Skiff::new();
+    // `run` pulls what is not stored yet.
+    let server = skiff.serve([reference.as_str()]);
+    assert_eq!(
+        get(server.addr, "/from-registry").body,
+        "Hello from skiff! path=/from-registry\n"
+    );
+    drop(server);
+    let json: serde_json::Value =
+        serde_json::from_str(&skiff.run(["inspect", &reference]).stdout).unwrap();
+    assert_eq!(json["Config"]["os"], "wasip2");
+    let component = &json["Config"]["component"];
+    assert!(
+        component["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/proxy@0.2"),
+        "{component}"
+    );
+    let exports = component["exports"].as_array().unwrap();
+    assert!(
+        exports.iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("wasi:http/incoming-handler@")),
+        "{exports:?}"
+    );
+    let imports = component["imports"].as_array().unwrap();
+    assert!(
+        imports
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("wasi:cli/")),
+        "{imports:?}"
+    );
+}
+
+#[test]
+fn other_tools_read_what_skiff_pushes() {
+    let registry = Registry::start();
+    let reference = registry.reference("interop/hello:2");
+    let digest = push(&Skiff::new(), &p1("hello"), &reference);
+    let (manifest, oras_digest) = registry.oras_pull_manifest(&reference);
+    assert_eq!(oras_digest, digest);
+    assert_eq!(sha256_digest(&manifest), digest);
+    let out = tempfile::tempdir().unwrap();
+    let files = registry.oras_pull(&reference, out.path());
+    let pulled = files
+        .iter()
+        .find(|f| f.file_name().unwrap() == "hello.wasm")
+        .expect("oras writes the titled layer");
+    assert_eq!(
+        std::fs::read(pulled).unwrap(),
+        std::fs::read(p1("hello")).unwrap()
+    );
+    let layout = tempfile::tempdir().unwrap();
+    let copied = registry.skopeo_copy_to_layout(&reference, &layout.path().join("oci"));
+    assert!(
+        copied.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.path().join("oci/index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest);
+}
+
+#[test]
+fn skiff_runs_what_other_tools_push() {
+    let registry = Registry::start();
+    let wasm = p1("hello");
+    // CNCF layout, Spin's layer type and the legacy module type, pushed by oras.
+    for (tag, layer_type, config) in [
+        (
+            "cncf",
+            "application/wasm",
+            Some("application/vnd.wasm.config.v0+json"),
+        ),
+        ("spin", "application/vnd.wasm.content.layer.v1+wasm", None),
+        (
+            "legacy",
+            "application/vnd.module.wasm.content.layer.v1+wasm",
+            None,
+        ),
+    ] {
+        let reference = registry.reference(&format!("oras/hello:{tag}"));
+        let config_json = br#"{"architecture":"wasm","os":"wasip1","layerDigests":[]}"#;
+        let digest = registry.oras_push(
+            &reference,
+            &[(wasm.clone(), layer_type)],
+            config.map(|c| (&config_json[..], c)),
+        );
+        let skiff = Skiff::new();
+        skiff
+            .run(["pull", &reference])
+            .expect_code(0)
+            .stdout_has(&digest)
+            .stdout_has("wasm");
+        skiff
+            .run(["run", &reference])
+            .expect_code(0)
+            .stdout_has("hello from skiff");
+    }
+}
+
+#[test]
+fn a_stored_image_pushes_to_another_registry() {
+    let (first, second) = (Registry::start(), Registry::start());
+    let source = first.reference("copy/hello:1");
+    let digest = push(&Skiff::new(), &p1("hello"), &source);
+    let skiff = Skiff::new();
+    skiff.run(["pull", &source]).expect_code(0);
+    let target = second.reference("copied/hello:1");
+    skiff.run(["push", &source, &target]).expect_code(0);
+    assert_eq!(
+        second.skopeo_digest(&target),
+        digest,
+        "the same bytes under a new name"
+    );
+}
+
+/// Runs `skiff pull REF` expecting failure: checks the message and that nothing was stored.
+fn pull_fails(reference: &str, needles: &[&str]) {
+    let skiff = Skiff::new();
+    let ran = skiff.run(["pull", reference]);
+    ran.expect_code(125).stderr_has("skiff: error:");
+    for needle in needles {
+        ran.stderr_has(needle);
+    }
+    assert!(
+        stored_blobs(&skiff).is_empty(),
+        "a refused pull stored blobs: {:?}",
+        stored_blobs(&skiff)
+    );
+    assert!(
+        !images_listed(&skiff).contains("127.0.0.1"),
+        "a refused pull named an image"
+    );
+}
+
+#[test]
+fn a_tampered_blob_is_refused() {
+    let registry = Registry::start();
+    let reference = registry.reference("bad/tampered:1");
+    push(&Skiff::new(), &p1("hello"), &reference);
+    let layer = sha256_digest(&std::fs::read(p1("hello")).unwrap());
+    let path = registry.blob_path(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    pull_fails(
+        &reference,
+        &[&reference, "does not match digest", "nothing was stored"],
+    );
+}
+
+#[test]
+fn missing_images_and_registries_say_so() {
+    let registry = Registry::start();
+    pull_fails(
+        &registry.reference("nothing/here:1"),
+        &["not found", "check the name and tag"],
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    pull_fails(
+        &format!("{closed}/app:1"),
+        &["cannot reach registry", "check the address"],
+    );
+    let ran = Skiff::new().run(["pull", "UPPER/Case:1"]);
+    ran.expect_code(2)
+        .stderr_has("invalid image reference")
+        .stderr_has("NAME[:TAG]");
+}
+
+#[test]
+fn registry_errors_401_and_500_are_explained() {
+    let locked = Registry::start_with_auth("alice", "secret");
+    pull_fails(
+        &locked.reference("private/app:1"),
+        &["access denied", "skiff login"],
+    );
+    let open = Registry::start();
+    let broken = FaultProxy::start(open.addr, Fault::Status(500));
+    pull_fails(
+        &broken.reference("app:1"),
+        &["the registry failed", "try again later"],
+    );
+}
+
+#[test]
+fn a_connection_cut_mid_blob_is_retried_then_fails_cleanly() {
+    let registry = Registry::start();
+    let reference = registry.reference("flaky/hello:1");
+    push(&Skiff::new(), &p1("hello"), &reference);
+    let proxy = FaultProxy::start(registry.addr, Fault::CutBlobAfter(1000));
+    let through_proxy = proxy.reference("flaky/hello:1");
+    pull_fails(
+        &through_proxy,
+        &["failed after 3 attempts", "check the network"],
+    );
+    let layer = sha256_digest(&std::fs::read(p1("hello")).unwrap());
+    let tries = proxy.seen().iter().filter(|r| r.contains(&layer)).count();
+    assert!(
+        tries >= 3,
+        "the layer was fetched {tries} times: {:?}",
+        proxy.seen()
+    );
+}
+
+#[test]
+fn odd_manifests_are_refused() {
+    let registry = Registry::start();
+    let config = br#"{"architecture":"wasm","os":"wasip1"}"#;
+    let wasm = std::fs::read(p1("hello")).unwrap();
+    let descriptor = |media_type: &str, bytes: &[u8]| serde_json::json!({"mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len()});
+    // A Wasm artifact with two layers.
+    let two_layers = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.wasm.config.v0+json", config),
+        "layers": [descriptor("application/wasm", &wasm), descriptor("application/wasm", config)],
+    });
+    registry.raw_push(
+        "odd/two",
+        "1",
+        two_layers.to_string().as_bytes(),
+        OCI_MANIFEST,
+        &[config, &wasm],
+    );
+    pull_fails(&registry.reference("odd/two:1"), &["exactly one"]);
+
+    // An index with no image for this machine.
+    let plan9 = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", config), "layers": [],
+    });
+    let plan9_digest = registry.raw_push(
+        "odd/index",
+        "plan9",
+        plan9.to_string().as_bytes(),
+        OCI_MANIFEST,
+        &[config],
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": plan9_digest, "size": plan9.to_string().len(),
+                        "platform": {"os": "plan9", "architecture": "mips"}}],
+    });
+    registry.raw_push(
+        "odd/index",
+        "multi",
+        index.to_string().as_bytes(),
+        OCI_INDEX,
+        &[],
+    );
+    pull_fails(
+        &registry.reference("odd/index:multi"),
+        &["no image for platform linux/", "plan9/mips", "--platform"],
+    );
+
+    // A manifest over 4 MiB and one of an unknown type, served by a proxy.
+    let huge = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","pad":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    let proxy = FaultProxy::start(
+        registry.addr,
+        Fault::ServeManifest {
+            media_type: OCI_MANIFEST.into(),
+            body: huge.into_bytes(),
+        },
+    );
+    pull_fails(
+        &proxy.reference("odd/huge:1"),
+        &["over the 4194304-byte limit"],
+    );
+    let unknown = br#"{"schemaVersion":2,"mediaType":"application/x-not-a-manifest"}"#.to_vec();
+    let proxy = FaultProxy::start(
+        registry.addr,
+        Fault::ServeManifest {
+            media_type: "application/x-not-a-manifest".into(),
+            body: unknown,
+        },
+    );
+    pull_fails(
+        &proxy.reference("odd/unknown:1"),
+        &["unsupported manifest media type"],
+    );
+}
