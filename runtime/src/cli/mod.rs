@@ -2,6 +2,7 @@
 
 mod images;
 mod inspect;
+mod login;
 mod pull;
 mod push;
 mod registry_options;
@@ -45,6 +46,10 @@ pub enum Command {
     Rmi(rmi::RmiCommand),
     /// Show an image's manifest and config as JSON
     Inspect(inspect::InspectCommand),
+    /// Log in to a registry (credentials are checked, then stored for skiff)
+    Login(login::LoginCommand),
+    /// Forget a registry's credentials
+    Logout(login::LogoutCommand),
 }
 
 impl Cli {
@@ -58,6 +63,8 @@ impl Cli {
             Command::Images(images) => images.execute(&data_dir),
             Command::Rmi(rmi) => rmi.execute(&data_dir),
             Command::Inspect(inspect) => inspect.execute(&data_dir),
+            Command::Login(login) => login.execute(&data_dir),
+            Command::Logout(logout) => logout.execute(&data_dir),
         }
     }
 }

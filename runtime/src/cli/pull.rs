@@ -19,7 +19,7 @@ pub struct PullCommand {
 impl PullCommand {
     pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
         let images = LocalImages::open(data_dir)?;
-        let registry = Registry::new(self.registry.config());
+        let registry = Registry::new(self.registry.config(data_dir)?);
         let record = super::block_on(images.pull(&registry, &self.reference, &Quiet))?;
         println!(
             "pulled {} ({}, {}, {} bytes)",

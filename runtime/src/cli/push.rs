@@ -25,7 +25,7 @@ pub struct PushCommand {
 impl PushCommand {
     pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
         let images = LocalImages::open(data_dir)?;
-        let registry = Registry::new(self.registry.config());
+        let registry = Registry::new(self.registry.config(data_dir)?);
         let file = Path::new(&self.source);
         if file.is_file() {
             let target = self

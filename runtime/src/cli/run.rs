@@ -148,7 +148,7 @@ impl RunCommand {
             Ok(record) => record,
             Err(ImagesError::Unknown { .. }) => {
                 let reference: ImageRef = self.target.parse()?;
-                let registry = Registry::new(self.registry.config());
+                let registry = Registry::new(self.registry.config(data_dir)?);
                 images.pull(&registry, &reference, &Quiet).await?
             }
             Err(e) => return Err(e.into()),

@@ -6,6 +6,7 @@
 //! the executors read from it, never the other way round.
 
 pub mod artifact;
+pub mod credentials;
 pub mod digest;
 pub mod image;
 pub mod images;

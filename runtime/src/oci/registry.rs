@@ -229,6 +229,32 @@ impl Registry {
         }
     }
 
+    /// Checks the credentials configured for `registry` (`host[:port]`) by asking it for a
+    /// manifest: "not found" means they were accepted, 401 means they were not.
+    pub async fn check_login(&self, registry: &str) -> Result<()> {
+        let probe: ImageRef = format!("{registry}/skiff/login-check:latest")
+            .parse()
+            .map_err(
+                |e: super::reference::ReferenceError| RegistryError::InvalidManifest {
+                    reference: registry.to_string(),
+                    detail: e.to_string(),
+                },
+            )?;
+        let client = self.client(&probe);
+        match client
+            .pull_manifest_raw(probe.as_oci(), &self.auth(&probe), mt::ACCEPTED_MANIFESTS)
+            .await
+            .map_err(|e| map_error(&probe, e))
+        {
+            Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(()),
+            Err(RegistryError::Unauthorized { .. }) => Err(RegistryError::Unauthorized {
+                reference: registry.to_string(),
+                registry: registry.to_string(),
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Pushes a packaged Wasm artifact; returns the manifest digest.
     #[tracing::instrument(skip_all, fields(reference = %reference), err(level = "debug"))]
     pub async fn push_artifact(

@@ -394,3 +394,68 @@ fn odd_manifests_are_refused() {
         &["unsupported manifest media type"],
     );
 }
+
+#[test]
+fn login_opens_a_private_registry_and_logout_closes_it() {
+    use std::io::Write;
+    let registry = Registry::start_with_auth("alice", "s3cret");
+    let reference = registry.reference("private/hello:1");
+    let hello = p1("hello");
+    let skiff = Skiff::new();
+    let auth_file = skiff.data_dir.path().join("auth.json");
+    skiff
+        .run(["push", hello.to_str().unwrap(), &reference])
+        .expect_code(125)
+        .stderr_has("skiff login");
+
+    let login = |password: &str| {
+        let mut child = skiff
+            .command()
+            .args(["login", "-u", "alice", "--password-stdin", &registry.host()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        Ran::from(child.wait_with_output().unwrap())
+    };
+    login("wrong").expect_code(125).stderr_has("access denied");
+    assert!(!auth_file.exists(), "refused credentials are not stored");
+    login("s3cret").expect_code(0).stdout_has("login succeeded");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    skiff
+        .run(["push", hello.to_str().unwrap(), &reference])
+        .expect_code(0);
+    skiff.run(["pull", &reference]).expect_code(0);
+    skiff
+        .run(["run", &reference])
+        .expect_code(0)
+        .stdout_has("hello from skiff");
+
+    // Docker's own config file is honoured too.
+    let other = Skiff::new();
+    let docker_dir = other.data_dir.path().join("docker");
+    std::fs::create_dir_all(&docker_dir).unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:s3cret");
+    std::fs::write(
+        docker_dir.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    other.run(["pull", &reference]).expect_code(0);
+
+    skiff.run(["logout", &registry.host()]).expect_code(0);
+    skiff
+        .run(["pull", &reference])
+        .expect_code(125)
+        .stderr_has("access denied");
+}

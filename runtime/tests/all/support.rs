@@ -44,6 +44,8 @@ impl Skiff {
         let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
         command
             .env("SKIFF_DATA_DIR", self.data_dir.path())
+            // Hermetic: never the machine's own Docker logins.
+            .env("DOCKER_CONFIG", self.data_dir.path().join("docker"))
             .env_remove("SKIFF_LOG")
             .stdin(Stdio::null());
         command
