@@ -8,6 +8,7 @@ mod push;
 mod registry_options;
 mod rmi;
 mod run;
+mod system;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub enum Command {
     Login(login::LoginCommand),
     /// Forget a registry's credentials
     Logout(login::LogoutCommand),
+    /// Manage skiff's own data: `system prune`
+    System(system::SystemCommand),
 }
 
 impl Cli {
@@ -65,6 +68,7 @@ impl Cli {
             Command::Inspect(inspect) => inspect.execute(&data_dir),
             Command::Login(login) => login.execute(&data_dir),
             Command::Logout(logout) => logout.execute(&data_dir),
+            Command::System(system) => system.execute(&data_dir),
         }
     }
 }

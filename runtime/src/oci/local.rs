@@ -188,6 +188,20 @@ impl LocalImages {
         self.prune()
     }
 
+    /// The sha256 (hex) of every stored Wasm image's code: what compiled code to keep.
+    pub fn wasm_code_digests(&self) -> Result<std::collections::HashSet<String>> {
+        let mut digests = std::collections::HashSet::new();
+        for record in self.index.list()? {
+            if record.kind == ImageKind::Wasm
+                && let Ok(manifest) = self.manifest(&record)
+                && let Ok(layer) = image::wasm_layer(&record.name, &manifest)
+            {
+                digests.insert(layer.digest.hex().to_string());
+            }
+        }
+        Ok(digests)
+    }
+
     /// Removes blobs that no named image references, and stale ingest files.
     pub fn prune(&self) -> Result<usize> {
         let mut keep = BTreeSet::new();

@@ -91,6 +91,37 @@ impl CompileCache {
         })
     }
 
+    /// Removes compiled code for wasm digests not in `keep`, and whole directories of other
+    /// engine fingerprints (code no engine of this build can load). Returns (entries, bytes).
+    pub(crate) fn prune(
+        &self,
+        keep: &std::collections::HashSet<String>,
+    ) -> std::io::Result<(usize, u64)> {
+        let Some(root) = self.dir.parent() else {
+            return Ok((0, 0));
+        };
+        let (mut entries, mut bytes) = (0, 0);
+        for fingerprint in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let current = fingerprint.path() == self.dir;
+            for entry in std::fs::read_dir(fingerprint.path())?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let digest = name.split('.').next().unwrap_or("");
+                if current && keep.contains(digest) {
+                    continue;
+                }
+                let size = entry.metadata().map_or(0, |m| m.len());
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    bytes += size;
+                    entries += usize::from(name.ends_with(".cwasm"));
+                }
+            }
+            if !current {
+                let _ = std::fs::remove_dir(fingerprint.path());
+            }
+        }
+        Ok((entries, bytes))
+    }
+
     fn note_unusable(&self, digest: &str, why: &str) {
         self.rebuilds.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%digest, reason = why, "compile cache entry unusable; recompiling");

@@ -70,6 +70,18 @@ impl WasmEngine {
         self.cache.stats()
     }
 
+    /// Removes compiled code for every wasm whose sha256 (hex) is not in `keep`, and code
+    /// left by other wasmtime builds. Returns (programs removed, bytes freed).
+    pub fn prune_cache(
+        &self,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<(usize, u64), WasmError> {
+        self.cache.prune(keep).map_err(|source| WasmError::Cache {
+            path: PathBuf::from("compiled code"),
+            source,
+        })
+    }
+
     /// How many epoch ticks make up `timeout` (at least one).
     pub(crate) fn ticks_for(&self, timeout: Duration) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);

@@ -675,3 +675,41 @@ fn the_platform_is_chosen_from_an_index() {
     let pinned = format!("{}@{index_digest}", registry.reference("multi/busybox"));
     Skiff::new().run(["pull", &pinned]).expect_code(0);
 }
+
+#[test]
+fn system_prune_keeps_what_images_use() {
+    let registry = Registry::start();
+    let (kept, dropped) = (
+        registry.reference("prune/kept:1"),
+        registry.reference("prune/dropped:1"),
+    );
+    push(&Skiff::new(), &p1("hello"), &kept);
+    push(&Skiff::new(), &p1("trap"), &dropped);
+    let skiff = Skiff::new();
+    skiff.run(["run", &kept]).expect_code(0);
+    skiff.run(["run", &dropped]).expect_code(134);
+    skiff.run(["run", p1("loop").to_str().unwrap(), "--timeout", "10ms"]);
+    assert_eq!(skiff.cache_entries().len(), 3);
+    // A stray blob nothing names.
+    let stray = skiff
+        .data_dir
+        .path()
+        .join("content/blobs/sha256")
+        .join(&sha256_digest(b"stray")[7..]);
+    std::fs::write(&stray, b"stray").unwrap();
+
+    skiff.run(["rmi", &dropped]).expect_code(0);
+    let pruned = skiff.run(["system", "prune"]);
+    pruned
+        .expect_code(0)
+        .stdout_has("removed 1 blobs")
+        .stdout_has("compiled code of 2 programs");
+    assert!(!stray.exists());
+    assert_eq!(
+        skiff.cache_entries().len(),
+        1,
+        "only the kept image's code remains"
+    );
+    let ran = skiff.run_debug(["run", &kept]);
+    ran.expect_code(0).stderr_has("compile cache hit");
+}
