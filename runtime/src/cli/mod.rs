@@ -3,6 +3,7 @@
 mod images;
 mod inspect;
 mod login;
+mod progress;
 mod pull;
 mod push;
 mod registry_options;

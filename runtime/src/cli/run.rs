@@ -5,7 +5,7 @@ use crate::gateway::{self, GatewayConfig};
 use crate::oci::image::ImageKind;
 use crate::oci::local::{ImagesError, LocalImages};
 use crate::oci::reference::ImageRef;
-use crate::oci::registry::{Quiet, Registry};
+use crate::oci::registry::Registry;
 use crate::units::{ByteSize, parse_duration};
 use crate::wasm::capabilities::{Capabilities, Preopen, Stdio, parse_env, parse_env_file};
 use crate::wasm::command;
@@ -149,7 +149,13 @@ impl RunCommand {
             Err(ImagesError::Unknown { .. }) => {
                 let reference: ImageRef = self.target.parse()?;
                 let registry = Registry::new(self.registry.config(data_dir)?);
-                images.pull(&registry, &reference, &Quiet).await?
+                images
+                    .pull(
+                        &registry,
+                        &reference,
+                        super::progress::for_stdout().as_ref(),
+                    )
+                    .await?
             }
             Err(e) => return Err(e.into()),
         };

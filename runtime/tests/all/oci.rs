@@ -712,3 +712,34 @@ fn system_prune_keeps_what_images_use() {
     let ran = skiff.run_debug(["run", &kept]);
     ran.expect_code(0).stderr_has("compile cache hit");
 }
+
+#[test]
+fn pulls_show_a_bar_per_blob_on_a_terminal_and_one_line_otherwise() {
+    let registry = Registry::start();
+    let reference = registry.reference("progress/hello:1");
+    push(&Skiff::new(), &p1("hello"), &reference);
+    let piped = Skiff::new().run(["pull", &reference]);
+    assert_eq!(
+        piped.expect_code(0).stdout.lines().count(),
+        1,
+        "one summary line in a pipe: {}",
+        piped.stdout
+    );
+    // util-linux `script` gives skiff a pseudo-terminal.
+    let skiff = Skiff::new();
+    let command = format!("{} pull {reference}", env!("CARGO_BIN_EXE_skiff"));
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SKIFF_DATA_DIR", skiff.data_dir.path())
+        .env("DOCKER_CONFIG", skiff.data_dir.path().join("docker"))
+        .output()
+        .expect("script (util-linux) is installed");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    let layer = sha256_digest(&std::fs::read(p1("hello")).unwrap());
+    assert!(
+        shown.contains(&layer[7..19]) && shown.contains("[="),
+        "a bar named by the blob: {shown}"
+    );
+    assert!(shown.contains("pulled "), "{shown}");
+}
