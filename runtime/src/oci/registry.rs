@@ -78,6 +78,17 @@ pub enum RegistryError {
     },
 
     #[error(
+        "{reference}: blob {digest} is {actual} bytes but the manifest says {expected}; the \
+         manifest does not describe this blob, and nothing was stored"
+    )]
+    SizeMismatch {
+        reference: String,
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error(
         "{reference}: blob {digest} failed after {BLOB_ATTEMPTS} attempts: {detail}; check the network and try again"
     )]
     Download {
@@ -573,14 +584,27 @@ impl Registry {
                 source,
             })
         };
+        // The registry's own length for the blob: when it disagrees with the manifest the
+        // manifest is wrong, and retrying cannot help.
+        if let Some(announced) = stream.content_length
+            && announced != size
+        {
+            return Err(FetchError::Fatal(RegistryError::SizeMismatch {
+                reference: reference.to_string(),
+                digest: digest.clone(),
+                expected: size,
+                actual: announced,
+            }));
+        }
         let mut ingest = store.ingest(Some(size)).map_err(store_err)?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| stream_error(reference, digest, e))?;
-            if let Err(e) = ingest.write_chunk(&chunk) {
-                return Err(FetchError::Fatal(RegistryError::Download {
+            if ingest.write_chunk(&chunk).is_err() {
+                return Err(FetchError::Fatal(RegistryError::SizeMismatch {
                     reference: reference.to_string(),
                     digest: digest.clone(),
-                    detail: e.to_string(),
+                    expected: size,
+                    actual: ingest.written() + chunk.len() as u64,
                 }));
             }
             progress.blob_advanced(digest, chunk.len() as u64);

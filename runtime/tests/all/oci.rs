@@ -743,3 +743,44 @@ fn pulls_show_a_bar_per_blob_on_a_terminal_and_one_line_otherwise() {
     );
     assert!(shown.contains("pulled "), "{shown}");
 }
+
+#[test]
+fn a_manifest_that_misstates_a_blob_size_is_refused_without_retries() {
+    let registry = Registry::start();
+    let config = br#"{"architecture":"wasm","os":"wasip1","layerDigests":[]}"#;
+    let wasm = std::fs::read(p1("hello")).unwrap();
+    for (tag, claimed) in [("short", wasm.len() - 10), ("long", wasm.len() + 10)] {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": sha256_digest(config), "size": config.len()},
+            "layers": [{"mediaType": "application/wasm", "digest": sha256_digest(&wasm), "size": claimed}],
+        });
+        registry.raw_push(
+            "sizes/hello",
+            tag,
+            manifest.to_string().as_bytes(),
+            OCI_MANIFEST,
+            &[config, &wasm],
+        );
+        let proxy = FaultProxy::start(registry.addr, Fault::PassThrough);
+        let reference = proxy.reference(&format!("sizes/hello:{tag}"));
+        pull_fails(
+            &reference,
+            &[
+                &format!("is {} bytes but the manifest says {claimed}", wasm.len()),
+                "nothing was stored",
+            ],
+        );
+        let fetches = proxy
+            .seen()
+            .iter()
+            .filter(|r| r.contains(&sha256_digest(&wasm)))
+            .count();
+        assert_eq!(
+            fetches,
+            1,
+            "no retries for a lying manifest: {:?}",
+            proxy.seen()
+        );
+    }
+}
