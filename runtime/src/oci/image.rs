@@ -29,10 +29,14 @@ pub enum ImageError {
         "{name} is a Wasm artifact with {count} Wasm layers; a Wasm artifact must have exactly one"
     )]
     WasmLayers { name: String, count: usize },
-    #[error(
-        "{name} is a Wasm image whose code is packed in a tar layer; running those is not supported yet"
-    )]
+    #[error("{name} is a Wasm image whose code is packed in a tar layer")]
     PackedWasm { name: String },
+    #[error(
+        "{name} is a Wasm image with no entrypoint; set its Entrypoint to the .wasm file in the image"
+    )]
+    NoEntrypoint { name: String },
+    #[error("{name}: its entrypoint {path} is not in any layer; check the image's Entrypoint")]
+    MissingEntrypoint { name: String, path: String },
 }
 
 /// Decides the kind from the manifest and the config bytes.

@@ -5,6 +5,7 @@ use super::artifact::{self, ArtifactError, ImageManifest};
 use super::digest::Digest;
 use super::image::{self, ImageError, ImageKind};
 use super::images::{ImageIndex, ImageRecord, IndexError};
+use super::packed::{self, Found};
 use super::reference::{ImageRef, ReferenceError};
 use super::registry::{Progress, Registry, RegistryError};
 use super::store::{ContentStore, StoreError};
@@ -25,6 +26,11 @@ pub enum ImagesError {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("{name}: {source}")]
+    Packed {
+        name: String,
+        source: super::packed::PackedError,
+    },
     #[error("image {name} is not stored; run `skiff pull {name}` or check `skiff images`")]
     Unknown { name: String },
     #[error(
@@ -65,8 +71,12 @@ impl LocalImages {
         let config = self.store.read(&pulled.manifest.config.digest)?;
         let kind = image::classify(&pulled.manifest, &config);
         if kind == ImageKind::Wasm {
-            // Refuse what skiff cannot run before it gets a name.
-            image::wasm_layer(&reference.to_string(), &pulled.manifest)?;
+            // Refuse what skiff cannot run before it gets a name; a `wasi/wasm` platform
+            // image keeps its code in a tar layer, found at run time.
+            match image::wasm_layer(&reference.to_string(), &pulled.manifest) {
+                Ok(_) | Err(ImageError::PackedWasm { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
         }
         let record = ImageRecord {
             name: reference.to_string(),
@@ -160,11 +170,50 @@ impl LocalImages {
         })
     }
 
-    /// A Wasm image's module or component bytes.
+    /// A Wasm image's module or component bytes: its Wasm layer, or for a `wasi/wasm`
+    /// platform image, the `.wasm` file its entrypoint names inside its tar layers.
     pub fn wasm_bytes(&self, record: &ImageRecord) -> Result<Vec<u8>> {
         let manifest = self.manifest(record)?;
-        let layer = image::wasm_layer(&record.name, &manifest)?;
-        Ok(self.store.read(&layer.digest)?)
+        match image::wasm_layer(&record.name, &manifest) {
+            Ok(layer) => Ok(self.store.read(&layer.digest)?),
+            Err(ImageError::PackedWasm { .. }) => self.packed_entrypoint(record, &manifest),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    fn packed_entrypoint(&self, record: &ImageRecord, manifest: &ImageManifest) -> Result<Vec<u8>> {
+        let config: serde_json::Value =
+            serde_json::from_slice(&self.store.read(&manifest.config.digest)?).map_err(|e| {
+                ImagesError::Corrupt {
+                    digest: manifest.config.digest.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let entrypoint = config["config"]["Entrypoint"][0]
+            .as_str()
+            .or_else(|| config["config"]["Cmd"][0].as_str())
+            .ok_or_else(|| ImageError::NoEntrypoint {
+                name: record.name.clone(),
+            })?;
+        let packed_err = |source| ImagesError::Packed {
+            name: record.name.clone(),
+            source,
+        };
+        for layer in manifest.layers.iter().rev() {
+            let blob = self.store.open_blob(&layer.digest)?;
+            let tar = packed::layer_reader(&layer.media_type, std::io::BufReader::new(blob))
+                .map_err(packed_err)?;
+            match packed::find_in_layer(tar, entrypoint).map_err(packed_err)? {
+                Found::File(bytes) => return Ok(bytes),
+                Found::Deleted => break,
+                Found::Absent => {}
+            }
+        }
+        Err(ImageError::MissingEntrypoint {
+            name: record.name.clone(),
+            path: entrypoint.to_string(),
+        }
+        .into())
     }
 
     /// Manifest and config as JSON, for `skiff inspect`.

@@ -12,6 +12,7 @@ pub mod image;
 pub mod images;
 pub mod local;
 pub mod media_types;
+pub mod packed;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -784,3 +784,53 @@ fn a_manifest_that_misstates_a_blob_size_is_refused_without_retries() {
         );
     }
 }
+
+#[test]
+fn a_wasi_platform_image_runs_its_wasm_entrypoint() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let bundle = work.path().join("bundle");
+    let image = format!("{}:latest", layout.display());
+    let umoci = |args: &[&str]| {
+        let out = std::process::Command::new("umoci")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    umoci(&["init", "--layout", layout.to_str().unwrap()]);
+    umoci(&["new", "--image", &image]);
+    umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
+    std::fs::create_dir_all(bundle.join("rootfs/app")).unwrap();
+    std::fs::copy(p1("hello"), bundle.join("rootfs/app/hello.wasm")).unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--architecture",
+        "wasm",
+        "--os",
+        "wasi",
+        "--config.entrypoint",
+        "/app/hello.wasm",
+    ]);
+    let reference = registry.reference("platform/hello:1");
+    skopeo_push(&layout, &reference, &[]);
+
+    let skiff = Skiff::new();
+    skiff
+        .run(["pull", &reference])
+        .expect_code(0)
+        .stdout_has("wasm");
+    skiff
+        .run(["run", &reference, "packed"])
+        .expect_code(0)
+        .stdout_has("hello from skiff")
+        .stdout_has("arg[1]=packed");
+}
