@@ -371,23 +371,26 @@ impl Registry {
         }
         // Blobs this pull adds are removed again if it fails: a refused pull changes nothing.
         let mut added = Vec::new();
-        let fetched = self
-            .fetch_all(&client, reference, store, &manifest, progress, &mut added)
-            .await
-            .and_then(|fetched| {
-                // Manifests last: a stored manifest means its blobs are all there.
-                let store_err = |source| RegistryError::Store {
-                    reference: reference.to_string(),
-                    source,
-                };
-                for (bytes, digest) in [(&manifest_bytes, &manifest_digest), (&top, &top_digest)] {
-                    if !store.contains(digest) {
-                        store.put(bytes, Some(digest)).map_err(store_err)?;
-                        added.push(digest.clone());
-                    }
+        let fetch = BlobFetch {
+            client: &client,
+            reference,
+            store,
+            progress,
+        };
+        let fetched = fetch.all(&manifest, &mut added).await.and_then(|fetched| {
+            // Manifests last: a stored manifest means its blobs are all there.
+            let store_err = |source| RegistryError::Store {
+                reference: reference.to_string(),
+                source,
+            };
+            for (bytes, digest) in [(&manifest_bytes, &manifest_digest), (&top, &top_digest)] {
+                if !store.contains(digest) {
+                    store.put(bytes, Some(digest)).map_err(store_err)?;
+                    added.push(digest.clone());
                 }
-                Ok(fetched)
-            });
+            }
+            Ok(fetched)
+        });
         let fetched = match fetched {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -403,35 +406,6 @@ impl Registry {
             manifest,
             fetched_bytes: fetched,
         })
-    }
-
-    async fn fetch_all(
-        &self,
-        client: &oci_client::Client,
-        reference: &ImageRef,
-        store: &ContentStore,
-        manifest: &ImageManifest,
-        progress: &dyn Progress,
-        added: &mut Vec<Digest>,
-    ) -> Result<u64> {
-        let mut fetched = 0;
-        for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            let bytes = self
-                .fetch_blob(
-                    client,
-                    reference,
-                    store,
-                    &descriptor.digest,
-                    descriptor.size,
-                    progress,
-                )
-                .await?;
-            if bytes > 0 {
-                added.push(descriptor.digest.clone());
-            }
-            fetched += bytes;
-        }
-        Ok(fetched)
     }
 
     /// Fetches a manifest or index: bounded in size, verified against its digest (and against
@@ -516,31 +490,42 @@ impl Registry {
             }),
         }
     }
+}
+
+/// One pull's blob downloads: where from, where to, whom to tell.
+struct BlobFetch<'a> {
+    client: &'a oci_client::Client,
+    reference: &'a ImageRef,
+    store: &'a ContentStore,
+    progress: &'a dyn Progress,
+}
+
+impl BlobFetch<'_> {
+    async fn all(&self, manifest: &ImageManifest, added: &mut Vec<Digest>) -> Result<u64> {
+        let mut fetched = 0;
+        for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            let bytes = self.blob(&descriptor.digest, descriptor.size).await?;
+            if bytes > 0 {
+                added.push(descriptor.digest.clone());
+            }
+            fetched += bytes;
+        }
+        Ok(fetched)
+    }
 
     /// Downloads one blob into the store unless present; retries cut-off transfers.
     /// Returns the bytes fetched.
-    async fn fetch_blob(
-        &self,
-        client: &oci_client::Client,
-        reference: &ImageRef,
-        store: &ContentStore,
-        digest: &Digest,
-        size: u64,
-        progress: &dyn Progress,
-    ) -> Result<u64> {
-        if store.contains(digest) {
-            progress.blob_finished(digest, true);
+    async fn blob(&self, digest: &Digest, size: u64) -> Result<u64> {
+        if self.store.contains(digest) {
+            self.progress.blob_finished(digest, true);
             return Ok(0);
         }
-        progress.blob_started(digest, size);
+        self.progress.blob_started(digest, size);
         let mut last_error = String::new();
         for attempt in 1..=BLOB_ATTEMPTS {
-            match self
-                .try_fetch_blob(client, reference, store, digest, size, progress)
-                .await
-            {
+            match self.try_blob(digest, size).await {
                 Ok(()) => {
-                    progress.blob_finished(digest, false);
+                    self.progress.blob_finished(digest, false);
                     return Ok(size);
                 }
                 Err(FetchError::Fatal(e)) => return Err(e),
@@ -552,35 +537,28 @@ impl Registry {
             }
         }
         Err(RegistryError::Download {
-            reference: reference.to_string(),
+            reference: self.reference.to_string(),
             digest: digest.clone(),
             detail: last_error,
         })
     }
 
-    async fn try_fetch_blob(
-        &self,
-        client: &oci_client::Client,
-        reference: &ImageRef,
-        store: &ContentStore,
-        digest: &Digest,
-        size: u64,
-        progress: &dyn Progress,
-    ) -> Result<(), FetchError> {
+    async fn try_blob(&self, digest: &Digest, size: u64) -> Result<(), FetchError> {
         let digest_text = digest.to_string();
-        let mut stream = match client
-            .pull_blob_stream(reference.as_oci(), digest_text.as_str())
+        let mut stream = match self
+            .client
+            .pull_blob_stream(self.reference.as_oci(), digest_text.as_str())
             .await
         {
             Ok(stream) => stream,
             Err(e @ OciDistributionError::RequestError(_)) => {
                 return Err(FetchError::Retry(e.to_string()));
             }
-            Err(e) => return Err(FetchError::Fatal(map_error(reference, e))),
+            Err(e) => return Err(FetchError::Fatal(map_error(self.reference, e))),
         };
         let store_err = |source| {
             FetchError::Fatal(RegistryError::Store {
-                reference: reference.to_string(),
+                reference: self.reference.to_string(),
                 source,
             })
         };
@@ -590,24 +568,24 @@ impl Registry {
             && announced != size
         {
             return Err(FetchError::Fatal(RegistryError::SizeMismatch {
-                reference: reference.to_string(),
+                reference: self.reference.to_string(),
                 digest: digest.clone(),
                 expected: size,
                 actual: announced,
             }));
         }
-        let mut ingest = store.ingest(Some(size)).map_err(store_err)?;
+        let mut ingest = self.store.ingest(Some(size)).map_err(store_err)?;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| stream_error(reference, digest, e))?;
+            let chunk = chunk.map_err(|e| stream_error(self.reference, digest, e))?;
             if ingest.write_chunk(&chunk).is_err() {
                 return Err(FetchError::Fatal(RegistryError::SizeMismatch {
-                    reference: reference.to_string(),
+                    reference: self.reference.to_string(),
                     digest: digest.clone(),
                     expected: size,
                     actual: ingest.written() + chunk.len() as u64,
                 }));
             }
-            progress.blob_advanced(digest, chunk.len() as u64);
+            self.progress.blob_advanced(digest, chunk.len() as u64);
         }
         match ingest.commit(digest) {
             Ok(_) => Ok(()),
@@ -617,7 +595,7 @@ impl Registry {
             ))),
             Err(StoreError::DigestMismatch { expected, actual }) => {
                 Err(FetchError::Fatal(RegistryError::Tampered {
-                    reference: reference.to_string(),
+                    reference: self.reference.to_string(),
                     expected: expected.to_string(),
                     actual: actual.to_string(),
                 }))

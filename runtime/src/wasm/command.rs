@@ -6,7 +6,7 @@ use super::engine::WasmEngine;
 use super::error::{Ended, classify};
 use super::host::{component_store, module_store};
 use super::limits::{Limits, with_deadline};
-use super::{Code, Program, WasmError};
+use super::{Code, Program, WasmError, link};
 use wasmtime::Module;
 use wasmtime::component::Component;
 
@@ -44,19 +44,7 @@ async fn run_module(
     caps: &Capabilities,
     limits: &Limits,
 ) -> wasmtime::Result<()> {
-    let mut linker = wasmtime::Linker::new(engine.engine());
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut super::host::ModuleHost| {
-        &mut host.wasi
-    })?;
-    let pre = linker.instantiate_pre(module).map_err(|e| {
-        link_error(
-            name,
-            module
-                .imports()
-                .map(|i| format!("{}::{}", i.module(), i.name())),
-            e,
-        )
-    })?;
+    let pre = link::module_pre(engine, name, module)?;
     let wasi = caps.wasi_builder()?.build_p1();
     let mut store = module_store(engine, wasi, limits);
     let instance = pre.instantiate_async(&mut store).await?;
@@ -77,16 +65,7 @@ async fn run_component(
     caps: &Capabilities,
     limits: &Limits,
 ) -> wasmtime::Result<()> {
-    let mut linker = wasmtime::component::Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    let imports = component
-        .component_type()
-        .imports(engine.engine())
-        .map(|(name, _)| name.to_string())
-        .collect::<Vec<_>>();
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| link_error(name, imports.into_iter(), e))?;
+    let pre = link::component_pre(engine, name, component, false)?;
     let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|_| {
         wasmtime::Error::new(WasmError::MissingExport {
             name: name.to_string(),
@@ -98,27 +77,4 @@ async fn run_component(
     let command = pre.instantiate_async(&mut store).await?;
     let result = with_deadline(limits, command.wasi_cli_run().call_run(&mut store)).await?;
     result.map_err(|()| wasmtime::Error::new(wasmtime_wasi::I32Exit(1)))
-}
-
-/// Turns a linker failure into `UnsupportedImport` naming the interface when one of the
-/// program's imports is what the linker could not satisfy, `Link` otherwise.
-pub(crate) fn link_error(
-    name: &str,
-    imports: impl Iterator<Item = String>,
-    err: wasmtime::Error,
-) -> wasmtime::Error {
-    let message = format!("{err:#}");
-    let missing = imports
-        .filter(|import| message.contains(import.as_str()))
-        .max_by_key(String::len);
-    wasmtime::Error::new(match missing {
-        Some(interface) => WasmError::UnsupportedImport {
-            name: name.to_string(),
-            interface,
-        },
-        None => WasmError::Link {
-            name: name.to_string(),
-            reason: message,
-        },
-    })
 }

@@ -6,12 +6,11 @@
 //! instance and answers 500 (504 for time-outs); the next request gets a fresh instance.
 
 use super::capabilities::Capabilities;
-use super::command::link_error;
 use super::engine::WasmEngine;
 use super::error::{Ended, classify};
 use super::host::{ComponentHost, component_store};
 use super::limits::{Limits, with_deadline};
-use super::{Code, Program, WasmError, wagi};
+use super::{Code, Program, WasmError, link, wagi};
 use crate::instance::{Body, BoxError, HttpHandler, text_response};
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -161,35 +160,12 @@ fn prepare_proxy(
     name: &str,
     component: &wasmtime::component::Component,
 ) -> Result<ProxyPre<ComponentHost>, WasmError> {
-    let mut linker = wasmtime::component::Linker::new(engine.engine());
-    // A Rust component's std imports wasi:cli and wasi:filesystem even when it only serves
-    // HTTP: link all of WASI 0.2 (denied by the empty default grants) plus wasi:http.
-    let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker));
-    linked.map_err(|e| WasmError::Engine {
-        reason: format!("{e:#}"),
-    })?;
-    let imports = component
-        .component_type()
-        .imports(engine.engine())
-        .map(|(name, _)| name.to_string())
-        .collect::<Vec<_>>();
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| into_wasm_error(link_error(name, imports.into_iter(), e)))?;
+    let pre = link::component_pre(engine, name, component, true)?;
     ProxyPre::new(pre).map_err(|_| WasmError::MissingExport {
         name: name.to_string(),
         export: "`wasi:http/incoming-handler`",
         hint: "build it as a wasi:http/proxy component, or run it without --listen",
     })
-}
-
-/// Unwraps the `WasmError` inside a wasmtime error built by `link_error`.
-pub(crate) fn into_wasm_error(err: wasmtime::Error) -> WasmError {
-    err.downcast::<WasmError>()
-        .unwrap_or_else(|err| WasmError::Engine {
-            reason: format!("{err:#}"),
-        })
 }
 
 /// Maps a gateway body error into wasi:http's error type.

@@ -16,6 +16,7 @@ mod error;
 mod host;
 pub mod http;
 pub mod limits;
+mod link;
 mod wagi;
 
 pub use error::{Result, WasmError, exit_code};

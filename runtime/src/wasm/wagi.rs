@@ -4,14 +4,12 @@
 //! arguments, and the body on stdin. The module writes headers, a blank line and the body to
 //! stdout. `status:` sets the status and `location:` alone means a 302, as in the WAGI spec.
 
-use super::WasmError;
 use super::capabilities::Capabilities;
-use super::command::link_error;
 use super::engine::WasmEngine;
 use super::error::{Ended, classify};
 use super::host::{ModuleHost, module_store};
-use super::http::into_wasm_error;
 use super::limits::{Limits, with_deadline};
+use super::{WasmError, link};
 use crate::instance::{Body, text_response};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -32,17 +30,7 @@ impl Wagi {
         name: &str,
         module: &Module,
     ) -> Result<Self, WasmError> {
-        let mut linker = wasmtime::Linker::new(engine.engine());
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |host: &mut ModuleHost| &mut host.wasi)
-            .map_err(|e| WasmError::Engine {
-                reason: format!("{e:#}"),
-            })?;
-        let imports = module
-            .imports()
-            .map(|i| format!("{}::{}", i.module(), i.name()));
-        let pre = linker
-            .instantiate_pre(module)
-            .map_err(|e| into_wasm_error(link_error(name, imports, e)))?;
+        let pre = link::module_pre(engine, name, module)?;
         if module.get_export("_start").is_none() {
             return Err(WasmError::MissingExport {
                 name: name.to_string(),
