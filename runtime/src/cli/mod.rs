@@ -2,6 +2,7 @@
 
 mod images;
 mod inspect;
+mod load;
 mod login;
 mod progress;
 mod pull;
@@ -9,6 +10,7 @@ mod push;
 mod registry_options;
 mod rmi;
 mod run;
+mod save;
 mod system;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +50,10 @@ pub enum Command {
     Rmi(rmi::RmiCommand),
     /// Show an image's manifest and config as JSON
     Inspect(inspect::InspectCommand),
+    /// Load images from a tar archive (OCI layout or docker save)
+    Load(load::LoadCommand),
+    /// Save images to a tar archive in OCI layout
+    Save(save::SaveCommand),
     /// Log in to a registry (credentials are checked, then stored for skiff)
     Login(login::LoginCommand),
     /// Forget a registry's credentials
@@ -67,6 +73,8 @@ impl Cli {
             Command::Images(images) => images.execute(&data_dir),
             Command::Rmi(rmi) => rmi.execute(&data_dir),
             Command::Inspect(inspect) => inspect.execute(&data_dir),
+            Command::Load(load) => load.execute(&data_dir),
+            Command::Save(save) => save.execute(&data_dir),
             Command::Login(login) => login.execute(&data_dir),
             Command::Logout(logout) => logout.execute(&data_dir),
             Command::System(system) => system.execute(&data_dir),

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod digest;
 pub mod image;
 pub mod images;
+pub mod layout;
 pub mod local;
 pub mod media_types;
 pub mod packed;

@@ -9,6 +9,7 @@ mod errors;
 mod fs;
 mod gateway;
 mod http;
+mod layout;
 mod limits;
 mod oci;
 mod registry;
