@@ -34,8 +34,12 @@ impl ImagesCommand {
     }
 }
 
-/// `registry/repo:tag` → (`registry/repo`, `tag`); a digest-only name has tag `<none>`.
+/// `registry/repo:tag` → (`registry/repo`, `tag`); a digest-only name has tag `<none>`, and
+/// an unnamed image (recorded by its digest) has neither, as in `docker images`.
 fn split_name(name: &str) -> (&str, &str) {
+    if name.starts_with("sha256:") {
+        return ("<none>", "<none>");
+    }
     if let Some((repository, _digest)) = name.split_once('@') {
         return (repository, "<none>");
     }
@@ -58,5 +62,6 @@ mod tests {
             ("localhost:5000/app", "<none>")
         );
         assert_eq!(super::split_name("r/app@sha256:ab"), ("r/app", "<none>"));
+        assert_eq!(super::split_name("sha256:abcd"), ("<none>", "<none>"));
     }
 }

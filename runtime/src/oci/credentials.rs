@@ -17,10 +17,10 @@ pub type Credentials = BTreeMap<String, (String, String)>;
 pub enum CredentialsError {
     #[error("cannot read credentials {path}: {detail}; fix or remove the file")]
     Read { path: PathBuf, detail: String },
-    #[error("cannot write credentials {path}: {source}")]
+    #[error("cannot write credentials {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -77,7 +77,7 @@ fn host_of(key: &str) -> String {
 pub fn store(path: &Path, host: &str, login: Option<(&str, &str)>) -> Result<(), CredentialsError> {
     let write_err = |source| CredentialsError::Write {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let mut json: serde_json::Value = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| CredentialsError::Read {

@@ -25,10 +25,10 @@ pub struct ImageRecord {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("image index {path}: {source}")]
+#[error("image index {path}: {error}")]
 pub struct IndexError {
     path: PathBuf,
-    source: std::io::Error,
+    error: std::io::Error,
 }
 
 /// The name → image table.
@@ -46,7 +46,7 @@ impl ImageIndex {
     fn err(&self) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
         |source| IndexError {
             path: self.path.clone(),
-            source,
+            error: source,
         }
     }
 

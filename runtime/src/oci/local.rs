@@ -26,10 +26,10 @@ pub enum ImagesError {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{name}: {source}")]
+    #[error("{name}: {error}")]
     Packed {
         name: String,
-        source: super::packed::PackedError,
+        error: super::packed::PackedError,
     },
     #[error("image {name} is not stored; run `skiff pull {name}` or check `skiff images`")]
     Unknown { name: String },
@@ -37,10 +37,10 @@ pub enum ImagesError {
         "stored manifest {digest} is unreadable ({detail}); remove it with `skiff rmi` and pull again"
     )]
     Corrupt { digest: Digest, detail: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     ReadFile {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -98,7 +98,7 @@ impl LocalImages {
     ) -> Result<ImageRecord> {
         let wasm = std::fs::read(file).map_err(|source| ImagesError::ReadFile {
             path: file.to_path_buf(),
-            source,
+            error: source,
         })?;
         let title = file.file_name().map_or_else(
             || "module.wasm".into(),
@@ -197,7 +197,7 @@ impl LocalImages {
             })?;
         let packed_err = |source| ImagesError::Packed {
             name: record.name.clone(),
-            source,
+            error: source,
         };
         for layer in manifest.layers.iter().rev() {
             let blob = self.store.open_blob(&layer.digest)?;

@@ -97,10 +97,10 @@ pub enum RegistryError {
         detail: String,
     },
 
-    #[error("{reference}: {source}")]
+    #[error("{reference}: {error}")]
     Store {
         reference: String,
-        source: StoreError,
+        error: StoreError,
     },
 
     #[error("{reference}: push failed: {detail}")]
@@ -381,7 +381,7 @@ impl Registry {
             // Manifests last: a stored manifest means its blobs are all there.
             let store_err = |source| RegistryError::Store {
                 reference: reference.to_string(),
-                source,
+                error: source,
             };
             for (bytes, digest) in [(&manifest_bytes, &manifest_digest), (&top, &top_digest)] {
                 if !store.contains(digest) {
@@ -559,7 +559,7 @@ impl BlobFetch<'_> {
         let store_err = |source| {
             FetchError::Fatal(RegistryError::Store {
                 reference: self.reference.to_string(),
-                source,
+                error: source,
             })
         };
         // The registry's own length for the blob: when it disagrees with the manifest the

@@ -31,8 +31,8 @@ pub enum StoreError {
     #[error("blob {digest} is not in the store; pull the image again")]
     NotFound { digest: Digest },
 
-    #[error("content store {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("content store {path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -40,7 +40,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(digest, Digest::of(b"hello"));
         assert_eq!(store.read(&digest).unwrap(), b"hello");
         assert_eq!(store.size(&digest).unwrap(), 5);
-        assert_eq!(visible(&store), [digest.clone()]);
+        assert_eq!(visible(&store), std::slice::from_ref(&digest));
         assert!(store.delete(&digest).unwrap());
         assert!(matches!(
             store.read(&digest),

@@ -87,7 +87,7 @@ impl CompileCache {
         self.store(&code_path, &compiled)?;
         deserialize(engine, kind, &code_path).map_err(|e| WasmError::Cache {
             path: code_path,
-            source: std::io::Error::other(format!("freshly compiled code does not load: {e:#}")),
+            error: std::io::Error::other(format!("freshly compiled code does not load: {e:#}")),
         })
     }
 
@@ -151,7 +151,7 @@ impl CompileCache {
     fn store(&self, code_path: &Path, code: &[u8]) -> Result<(), WasmError> {
         let cache_err = |source| WasmError::Cache {
             path: code_path.to_path_buf(),
-            source,
+            error: source,
         };
         std::fs::create_dir_all(&self.dir).map_err(cache_err)?;
         let sum = format!("{}\n", hex::encode(Sha256::digest(code)));

@@ -78,7 +78,7 @@ impl WasmEngine {
     ) -> Result<(usize, u64), WasmError> {
         self.cache.prune(keep).map_err(|source| WasmError::Cache {
             path: PathBuf::from("compiled code"),
-            source,
+            error: source,
         })
     }
 
@@ -96,7 +96,7 @@ impl WasmEngine {
             std::io::ErrorKind::NotFound => WasmError::NotFound { path: path.into() },
             _ => WasmError::Read {
                 path: path.into(),
-                source,
+                error: source,
             },
         })?;
         let Some(kind) = WasmKind::detect(&bytes) else {

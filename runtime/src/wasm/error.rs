@@ -13,8 +13,8 @@ pub enum WasmError {
     #[error("{path}: no such file; check the path")]
     NotFound { path: PathBuf },
 
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
 
     #[error(
         "{path} is not a WebAssembly file (it does not start with `\\0asm`); \
@@ -72,8 +72,8 @@ pub enum WasmError {
         reason: String,
     },
 
-    #[error("compile cache {path}: {source}; check that the data dir is writable")]
-    Cache { path: PathBuf, source: io::Error },
+    #[error("compile cache {path}: {error}; check that the data dir is writable")]
+    Cache { path: PathBuf, error: io::Error },
 
     #[error("cannot start the wasm engine: {reason}")]
     Engine { reason: String },
