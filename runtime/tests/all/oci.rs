@@ -834,3 +834,45 @@ fn a_wasi_platform_image_runs_its_wasm_entrypoint() {
         .stdout_has("hello from skiff")
         .stdout_has("arg[1]=packed");
 }
+
+#[test]
+fn bearer_token_challenges_are_answered_with_the_logged_in_credentials() {
+    let registry = Registry::start();
+    let reference = registry.reference("tokens/hello:1");
+    let digest = push(&Skiff::new(), &p1("hello"), &reference);
+    let gate = FaultProxy::start(
+        registry.addr,
+        Fault::BearerAuth {
+            user: "carol".into(),
+            password: "t0ken-pass".into(),
+            token: "opaque-token-123".into(),
+        },
+    );
+    let through_gate = gate.reference("tokens/hello:1");
+    pull_fails(&through_gate, &["access denied", "skiff login"]);
+
+    let skiff = Skiff::new();
+    skiff
+        .run(["login", "-u", "carol", "-p", "wrong", &gate.host()])
+        .expect_code(125)
+        .stderr_has("access denied");
+    skiff
+        .run(["login", "-u", "carol", "-p", "t0ken-pass", &gate.host()])
+        .expect_code(0);
+    skiff
+        .run(["pull", &through_gate])
+        .expect_code(0)
+        .stdout_has(&digest);
+    skiff
+        .run(["run", &through_gate])
+        .expect_code(0)
+        .stdout_has("hello from skiff");
+    let asked_for_token = gate.seen().iter().any(|r| {
+        r.starts_with("GET /token?") && r.contains("scope=repository%3Atokens%2Fhello%3Apull")
+    });
+    assert!(
+        asked_for_token,
+        "the client followed the challenge's realm with its scope: {:?}",
+        gate.seen()
+    );
+}

@@ -791,6 +791,15 @@ pub enum Fault {
     ServeManifest { media_type: String, body: Vec<u8> },
     /// Forwards everything untouched (to see, with [`FaultProxy::seen`], what a client asked).
     PassThrough,
+    /// Token authentication in front of an anonymous registry, as Docker Hub and most cloud
+    /// registries do it: a request without `Authorization: Bearer TOKEN` gets 401 with a
+    /// `WWW-Authenticate: Bearer realm=".../token",service=...,scope=...` challenge; the realm
+    /// hands out TOKEN for these basic credentials (and 401 otherwise).
+    BearerAuth {
+        user: String,
+        password: String,
+        token: String,
+    },
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a registry, injecting a [`Fault`]. One request per
@@ -819,7 +828,7 @@ impl FaultProxy {
                     let Ok(client) = client else { continue };
                     let (seen, fault) = (seen.clone(), fault.clone());
                     std::thread::spawn(move || {
-                        let _ = proxy_one(client, upstream, &fault, &seen);
+                        let _ = proxy_one(client, addr, upstream, &fault, &seen);
                     });
                 }
             })
@@ -861,6 +870,7 @@ impl Drop for FaultProxy {
 
 fn proxy_one(
     client: TcpStream,
+    proxy: SocketAddr,
     upstream: SocketAddr,
     fault: &Fault,
     seen: &Mutex<Vec<String>>,
@@ -904,6 +914,11 @@ fn proxy_one(
             );
             Some((head, body.clone()))
         }
+        Fault::BearerAuth {
+            user,
+            password,
+            token,
+        } => bearer_gate(proxy, path, &headers, (user, password), token),
         _ => None,
     };
 
@@ -998,6 +1013,76 @@ fn copy_body(
     } else {
         Ok(())
     }
+}
+
+/// The token flow: `None` lets the request through, `Some` is the proxy's own answer.
+fn bearer_gate(
+    proxy: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    (user, password): (&str, &str),
+    token: &str,
+) -> Option<(String, Vec<u8>)> {
+    let authorization = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let json = |code: u16, reason: &str, body: String, extra: String| {
+        let head = format!(
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             {extra}Connection: close\r\n\r\n",
+            body.len()
+        );
+        Some((head, body.into_bytes()))
+    };
+    if path == "/token" {
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}")
+            )
+        );
+        if authorization == basic {
+            return json(
+                200,
+                "OK",
+                format!(r#"{{"token":"{token}","access_token":"{token}"}}"#),
+                String::new(),
+            );
+        }
+        return json(
+            401,
+            "Unauthorized",
+            r#"{"details":"bad credentials"}"#.into(),
+            String::new(),
+        );
+    }
+    if authorization == format!("Bearer {token}") {
+        return None;
+    }
+    let repository = path
+        .strip_prefix("/v2/")
+        .and_then(|rest| rest.split("/manifests/").next())
+        .and_then(|rest| rest.split("/blobs/").next())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("");
+    let scope = if repository.is_empty() {
+        String::new()
+    } else {
+        format!(",scope=\"repository:{repository}:pull\"")
+    };
+    let challenge = format!(
+        "WWW-Authenticate: Bearer realm=\"http://{proxy}/token\",service=\"fault-proxy\"{scope}\r\n"
+    );
+    let (_, body) = canned_status(401);
+    json(
+        401,
+        "Unauthorized",
+        String::from_utf8(body).unwrap_or_default(),
+        challenge,
+    )
 }
 
 fn canned_status(code: u16) -> (String, Vec<u8>) {
