@@ -214,12 +214,7 @@ impl Registry {
     }
 
     fn client(&self, reference: &ImageRef) -> oci_client::Client {
-        let plain_http = reference.is_loopback()
-            || self
-                .config
-                .insecure
-                .iter()
-                .any(|r| r == reference.registry());
+        let plain_http = plain_http(reference, &self.config.insecure);
         let protocol = if plain_http {
             ClientProtocol::Http
         } else {
@@ -605,6 +600,12 @@ impl BlobFetch<'_> {
     }
 }
 
+/// Plain HTTP only for this machine's registries and those named `--insecure-registry`, as
+/// Docker does; HTTPS everywhere else.
+fn plain_http(reference: &ImageRef, insecure: &[String]) -> bool {
+    reference.is_loopback() || insecure.iter().any(|r| r == reference.registry())
+}
+
 enum FetchError {
     Retry(String),
     Fatal(RegistryError),
@@ -693,6 +694,14 @@ fn map_error(reference: &ImageRef, err: OciDistributionError) -> RegistryError {
                 }
             }
         }
+        OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+            expected,
+            actual,
+        }) => RegistryError::Tampered {
+            reference: reference_text,
+            expected,
+            actual,
+        },
         OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
             RegistryError::Unreachable {
                 reference: reference_text,
@@ -718,6 +727,20 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_named_registries() {
+        let insecure = vec!["registry.lan:5000".to_string()];
+        let plain = |r: &str| plain_http(&r.parse().unwrap(), &insecure);
+        // (oci-spec's reference grammar does not take IPv6 literals such as [::1]:5000.)
+        assert!(plain("localhost:5000/a:1") && plain("127.0.0.1:5000/a:1"));
+        assert!(plain("registry.lan:5000/a:1"));
+        assert!(
+            !plain("registry.lan/a:1"),
+            "the port is part of the name, as in Docker"
+        );
+        assert!(!plain("ghcr.io/a:1") && !plain("busybox"));
+    }
 
     #[test]
     fn platforms_parse_and_print() {

@@ -876,3 +876,28 @@ fn bearer_token_challenges_are_answered_with_the_logged_in_credentials() {
         gate.seen()
     );
 }
+
+#[test]
+fn a_pinned_digest_is_verified_against_what_the_registry_serves() {
+    let registry = Registry::start();
+    let reference = registry.reference("pinned/hello:1");
+    let digest = push(&Skiff::new(), &p1("hello"), &reference);
+    let pinned = format!("{}@{digest}", registry.reference("pinned/hello"));
+    Skiff::new()
+        .run(["pull", &pinned])
+        .expect_code(0)
+        .stdout_has(&digest);
+    // A registry (here a proxy) that answers a pinned request with other bytes is caught.
+    let (manifest, _) = registry.oras_pull_manifest(&reference);
+    let mut forged = manifest.clone();
+    forged.extend_from_slice(b"\n");
+    let liar = FaultProxy::start(
+        registry.addr,
+        Fault::ServeManifest {
+            media_type: OCI_MANIFEST.into(),
+            body: forged,
+        },
+    );
+    let through_liar = format!("{}@{digest}", liar.reference("pinned/hello"));
+    pull_fails(&through_liar, &["does not match digest", &digest]);
+}
