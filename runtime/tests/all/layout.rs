@@ -4,49 +4,10 @@
 
 use crate::registry::{Registry, sha256_digest};
 use crate::support::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// Digests of the blobs in a data dir's content store.
-fn stored_blobs(skiff: &Skiff) -> Vec<String> {
-    let dir = skiff.data_dir.path().join("content/blobs/sha256");
-    let mut blobs: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    blobs.sort();
-    blobs
-}
-
-fn images_listed(skiff: &Skiff) -> String {
-    skiff.run(["images"]).expect_code(0).stdout.clone()
-}
-
-fn push(skiff: &Skiff, file: &Path, reference: &str) -> String {
-    let ran = skiff.run(["push", file.to_str().unwrap(), reference]);
-    ran.expect_code(0).stdout_has("pushed");
-    let digest = ran.stdout.split_whitespace().last().unwrap();
-    digest.trim_matches(['(', ')']).to_string()
-}
+use std::path::Path;
 
 fn load(skiff: &Skiff, archive: &Path) -> Ran {
     skiff.run(["load", "-i", archive.to_str().unwrap()])
-}
-
-/// Runs an outside tool, failing the test with its output if it fails.
-fn tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program} ({e}); scripts/install-test-deps.sh"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
 }
 
 /// `tar -C DIR -cf FILE .`, as a user archives a layout folder.
@@ -206,57 +167,10 @@ fn a_layout_skopeo_wrote_loads_and_runs_by_digest() {
         .stdout_has("hello from skiff");
 }
 
-/// Builds a Linux image with umoci: Debian's static busybox as its one layer.
-fn umoci_image(dir: &Path) -> PathBuf {
-    let image = dir.join("image");
-    let bundle = dir.join("bundle");
-    let tag = format!("{}:latest", image.display());
-    let bundle_path = bundle.to_str().unwrap();
-    tool("umoci", &["init", "--layout", image.to_str().unwrap()]);
-    tool("umoci", &["new", "--image", &tag]);
-    let as_root = nix_uid() == 0;
-    let mut unpack = vec!["unpack", "--image", &tag, bundle_path];
-    if !as_root {
-        unpack.insert(1, "--rootless");
-    }
-    tool("umoci", &unpack);
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox (busybox-static); scripts/install-test-deps.sh");
-    std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
-    std::fs::copy(busybox, bundle.join("rootfs/bin/busybox")).unwrap();
-    let mut repack = vec!["repack", "--image", &tag, bundle_path];
-    if !as_root {
-        repack.insert(1, "--rootless");
-    }
-    tool("umoci", &repack);
-    tool(
-        "umoci",
-        &[
-            "config",
-            "--image",
-            &tag,
-            "--config.entrypoint",
-            "/bin/busybox",
-            "--config.cmd",
-            "sh",
-        ],
-    );
-    image
-}
-
-fn nix_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
-
 #[test]
 fn a_linux_image_from_umoci_loads_but_does_not_run_yet() {
     let dir = tempfile::tempdir().unwrap();
-    let image = umoci_image(dir.path());
+    let image = busybox_layout(dir.path(), "sh");
     // umoci tags by `org.opencontainers.image.ref.name` alone, and keeps the blobs of the
     // images `umoci config` replaced until `umoci gc`.
     let archive = dir.path().join("unnamed.tar");
@@ -306,7 +220,7 @@ fn a_linux_image_from_umoci_loads_but_does_not_run_yet() {
     let docker = dir.path().join("docker.tar");
     let source = format!("oci:{}:latest", image.display());
     let target = format!("docker-archive:{}:example/busybox:1", docker.display());
-    tool("skopeo", &["copy", "--insecure-policy", &source, &target]);
+    skopeo_copy(&[], &source, &target);
     let skiff = Skiff::new();
     load(&skiff, &docker)
         .expect_code(0)

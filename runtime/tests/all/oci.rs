@@ -5,37 +5,6 @@ use crate::registry::{Fault, FaultProxy, OCI_INDEX, OCI_MANIFEST, Registry, sha2
 use crate::support::*;
 use std::path::Path;
 
-/// Digests of the blobs in a data dir's content store.
-fn stored_blobs(skiff: &Skiff) -> Vec<String> {
-    let dir = skiff.data_dir.path().join("content/blobs/sha256");
-    let mut blobs: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    blobs.sort();
-    blobs
-}
-
-fn images_listed(skiff: &Skiff) -> String {
-    skiff.run(["images"]).expect_code(0).stdout.clone()
-}
-
-fn push(skiff: &Skiff, file: &Path, reference: &str) -> String {
-    let ran = skiff.run(["push", file.to_str().unwrap(), reference]);
-    ran.expect_code(0).stdout_has("pushed");
-    let digest = ran
-        .stdout
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .trim_matches(['(', ')'])
-        .to_string();
-    assert!(digest.starts_with("sha256:"), "{}", ran.stdout);
-    digest
-}
-
 #[test]
 fn a_pushed_module_pulls_and_runs_anywhere() {
     let registry = Registry::start();
@@ -460,54 +429,12 @@ fn login_opens_a_private_registry_and_logout_closes_it() {
         .stderr_has("access denied");
 }
 
-/// Builds a one-layer busybox image with umoci (from Debian's busybox-static) in an OCI
-/// layout under `dir`, entrypoint `/bin/busybox`; returns the layout path.
-fn busybox_layout(dir: &Path) -> std::path::PathBuf {
-    let layout = dir.join("layout");
-    let bundle = dir.join("bundle");
-    let umoci = |args: &[&str]| {
-        let out = std::process::Command::new("umoci")
-            .args(args)
-            .output()
-            .expect("umoci is installed");
-        assert!(
-            out.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let image = format!("{}:latest", layout.display());
-    umoci(&["init", "--layout", layout.to_str().unwrap()]);
-    umoci(&["new", "--image", &image]);
-    umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
-    std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
-    std::fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox")).unwrap();
-    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
-    umoci(&[
-        "config",
-        "--image",
-        &image,
-        "--config.entrypoint",
-        "/bin/busybox",
-        "--config.cmd",
-        "true",
-    ]);
-    layout
-}
-
 /// Copies the layout's image to `reference` with skopeo, plus extra skopeo flags.
 fn skopeo_push(layout: &Path, reference: &str, extra: &[&str]) {
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
-        .args(extra)
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("skopeo is installed");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
+    skopeo_copy(
+        &[&["--dest-tls-verify=false"], extra].concat(),
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker://{reference}"),
     );
 }
 
@@ -515,7 +442,7 @@ fn skopeo_push(layout: &Path, reference: &str, extra: &[&str]) {
 fn linux_images_pull_in_oci_and_docker_formats_and_say_they_cannot_run_yet() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    let layout = busybox_layout(work.path());
+    let layout = busybox_layout(work.path(), "true");
     let skiff = Skiff::new();
     let pull = |tag: &str| {
         let reference = registry.reference(&format!("linux/{tag}:{tag}"));
@@ -539,22 +466,10 @@ fn linux_images_pull_in_oci_and_docker_formats_and_say_they_cannot_run_yet() {
     // zstd: recompressed into a local layout, then pushed byte for byte (skopeo's blob cache
     // would swap the known gzip layer back in on a registry push).
     let zstd = work.path().join("zstd");
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "--insecure-policy",
-            "--dest-compress",
-            "--dest-compress-format",
-            "zstd",
-        ])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("oci:{}:latest", zstd.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    skopeo_copy(
+        &["--dest-compress", "--dest-compress-format", "zstd"],
+        &format!("oci:{}:latest", layout.display()),
+        &format!("oci:{}:latest", zstd.display()),
     );
     raw_push_layout(&registry, &zstd, "linux/oci-zstd", "oci-zstd");
     pull("oci-zstd");
@@ -638,7 +553,7 @@ fn raw_push_layout(registry: &Registry, layout: &Path, repo: &str, tag: &str) {
 fn the_platform_is_chosen_from_an_index() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    let layout = busybox_layout(work.path());
+    let layout = busybox_layout(work.path(), "true");
     let amd64 = registry.reference("multi/busybox:amd64");
     skopeo_push(&layout, &amd64, &[]);
     let (manifest, digest) = registry.oras_pull_manifest(&amd64);
@@ -789,37 +704,19 @@ fn a_manifest_that_misstates_a_blob_size_is_refused_without_retries() {
 fn a_wasi_platform_image_runs_its_wasm_entrypoint() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    let bundle = work.path().join("bundle");
-    let image = format!("{}:latest", layout.display());
-    let umoci = |args: &[&str]| {
-        let out = std::process::Command::new("umoci")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    umoci(&["init", "--layout", layout.to_str().unwrap()]);
-    umoci(&["new", "--image", &image]);
-    umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
-    std::fs::create_dir_all(bundle.join("rootfs/app")).unwrap();
-    std::fs::copy(p1("hello"), bundle.join("rootfs/app/hello.wasm")).unwrap();
-    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
-    umoci(&[
-        "config",
-        "--image",
-        &image,
-        "--architecture",
-        "wasm",
-        "--os",
-        "wasi",
-        "--config.entrypoint",
-        "/app/hello.wasm",
-    ]);
+    let hello = p1("hello");
+    let layout = umoci_layout(
+        work.path(),
+        &[(&hello, "app/hello.wasm")],
+        &[
+            "--architecture",
+            "wasm",
+            "--os",
+            "wasi",
+            "--config.entrypoint",
+            "/app/hello.wasm",
+        ],
+    );
     let reference = registry.reference("platform/hello:1");
     skopeo_push(&layout, &reference, &[]);
 

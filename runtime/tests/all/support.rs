@@ -1,4 +1,6 @@
-//! Helpers: locating samples, running the `skiff` binary, serving and fetching over HTTP.
+//! Helpers: locating samples, running the `skiff` binary, serving and fetching over HTTP, and
+//! for the image tests, reading a data dir's store and building images with outside tools
+//! (umoci, skopeo).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -287,4 +289,102 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// Digests of the blobs in a data dir's content store.
+pub fn stored_blobs(skiff: &Skiff) -> Vec<String> {
+    let dir = skiff.data_dir.path().join("content/blobs/sha256");
+    let mut blobs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    blobs.sort();
+    blobs
+}
+
+/// What `skiff images` lists.
+pub fn images_listed(skiff: &Skiff) -> String {
+    skiff.run(["images"]).expect_code(0).stdout.clone()
+}
+
+/// `skiff push FILE REFERENCE`; returns the pushed manifest's digest.
+pub fn push(skiff: &Skiff, file: &Path, reference: &str) -> String {
+    let ran = skiff.run(["push", file.to_str().unwrap(), reference]);
+    ran.expect_code(0).stdout_has("pushed");
+    let digest = ran
+        .stdout
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_matches(['(', ')'])
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{}", ran.stdout);
+    digest
+}
+
+/// Runs an outside tool, failing the test with its output if it fails.
+pub fn tool(program: &str, args: &[&str]) -> Vec<u8> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} ({e}); scripts/install-test-deps.sh"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// `skopeo copy --insecure-policy FLAGS SOURCE TARGET`, e.g. from `oci:DIR:latest` to
+/// `docker://REFERENCE`.
+pub fn skopeo_copy(flags: &[&str], source: &str, target: &str) {
+    tool(
+        "skopeo",
+        &[&["copy", "--insecure-policy"], flags, &[source, target]].concat(),
+    );
+}
+
+/// Builds a one-layer image with umoci in an OCI image layout at `dir/layout`, tagged
+/// `latest`: each `(file, path)` of `files` copied to `path` in its root file system, then
+/// `umoci config CONFIG`. Returns the layout's path.
+pub fn umoci_layout(dir: &Path, files: &[(&Path, &str)], config: &[&str]) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let image = format!("{}:latest", layout.display());
+    let bundle_path = bundle.to_str().unwrap();
+    let rootless: &[&str] = if uid() == 0 { &[] } else { &["--rootless"] };
+    tool("umoci", &["init", "--layout", layout.to_str().unwrap()]);
+    tool("umoci", &["new", "--image", &image]);
+    let unpack = ["--image", image.as_str(), bundle_path];
+    tool("umoci", &[&["unpack"], rootless, &unpack].concat());
+    for (file, path) in files {
+        let target = bundle.join("rootfs").join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(file, target).unwrap();
+    }
+    tool("umoci", &[&["repack"], rootless, &unpack].concat());
+    tool("umoci", &[&["config", "--image", &image], config].concat());
+    layout
+}
+
+/// A Linux image built with umoci under `dir`: Debian's static busybox as its one layer,
+/// entrypoint `/bin/busybox`, command `cmd`. Returns the layout's path.
+pub fn busybox_layout(dir: &Path, cmd: &str) -> PathBuf {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("busybox (busybox-static); scripts/install-test-deps.sh");
+    let config = ["--config.entrypoint", "/bin/busybox", "--config.cmd", cmd];
+    umoci_layout(dir, &[(busybox, "bin/busybox")], &config)
+}
+
+fn uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
