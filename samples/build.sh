@@ -2,7 +2,7 @@
 # Builds every skiff guest sample from source (release profile).
 #
 #   wasm32-wasip1 (core modules): hello fs-demo wagi-hello misbehave (loop hog trap)
-#   wasm32-wasip2 (components):   hello fs-demo http-hello http-misbehave
+#   wasm32-wasip2 (components):   hello fs-demo http-hello http-misbehave misbehave (loop hog trap)
 #
 # Outputs: samples/target/wasm32-wasip{1,2}/release/<name>.wasm
 # (cdylib components use underscores: http_hello.wasm, http_misbehave.wasm).
@@ -32,7 +32,7 @@ cargo build --release --manifest-path "$MANIFEST" --target wasm32-wasip1 \
 
 echo "building wasm32-wasip2 samples" >&2
 cargo build --release --manifest-path "$MANIFEST" --target wasm32-wasip2 \
-    -p hello -p fs-demo -p http-hello -p http-misbehave "$@"
+    -p hello -p fs-demo -p http-hello -p http-misbehave -p misbehave "$@"
 
 outputs=(
     "$TARGET_DIR/wasm32-wasip1/release/hello.wasm"
@@ -45,6 +45,9 @@ outputs=(
     "$TARGET_DIR/wasm32-wasip2/release/fs-demo.wasm"
     "$TARGET_DIR/wasm32-wasip2/release/http_hello.wasm"
     "$TARGET_DIR/wasm32-wasip2/release/http_misbehave.wasm"
+    "$TARGET_DIR/wasm32-wasip2/release/loop.wasm"
+    "$TARGET_DIR/wasm32-wasip2/release/hog.wasm"
+    "$TARGET_DIR/wasm32-wasip2/release/trap.wasm"
 )
 
 status=0
