@@ -11,7 +11,10 @@
 # For each connection count in 1 16 64 it runs
 #   wrk -t <min(conns,2)> -c <conns> -d <10s|3s> --latency http://127.0.0.1:PORT/
 # against each server in turn (alternating the order from one level to the next, so neither
-# always runs on the "warmer" machine) and prints requests/s and latency p50/p99.
+# always runs on the "warmer" machine) and prints requests/s and latency p50/p99, then each
+# server's CPU time per request and the CPU other processes used meanwhile. Before each run it
+# waits (up to 2 min) for the machine to be idle: on a shared 2-core box a concurrent build
+# otherwise lands in one server's run and decides the ratio.
 #
 # Both servers create a fresh instance per request from the pooling allocator: wasmtime serve
 # defaults to --max-instance-reuse-count 1 for WASIp2 components and turns on pooling when the
@@ -31,7 +34,7 @@ DURATION=10s
 WARMUP=3s
 ROUNDS=1
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
     case "$1" in
@@ -159,6 +162,19 @@ fmt_us() {
     awk -v u="$1" 'BEGIN { if (u >= 1000) printf "%.2fms", u / 1000; else printf "%dus", u }'
 }
 
+# wait_idle: waits (at most 2 min) until the rest of the machine is idle (< 0.1 core busy
+# over 1 s), so a concurrent build does not land in one server's run only.
+wait_idle() {
+    local busy0 busy1
+    for _ in $(seq 120); do
+        busy0=$(busy_ticks)
+        sleep 1
+        busy1=$(busy_ticks)
+        ((busy1 - busy0 <= TICK / 10)) && return 0
+    done
+    log "the machine stayed busy; measuring anyway"
+}
+
 # measure PID URL CONNS DURATION: one wrk run against the server PID, printing
 # "req/s p50_us p99_us errors server_cpu_us_per_request other_cores", where other_cores is
 # the CPU that neither the server nor wrk used during the run (another build, ...), in cores.
@@ -200,6 +216,7 @@ for conns in "${LEVELS[@]}"; do
             pid=$SKIFF_PID url=$SKIFF_URL
             [[ $server == wasmtime ]] && pid=$WASMTIME_PID url=$WASMTIME_URL
             log "wrk -c $conns -d $DURATION against $server (round $round/$ROUNDS)"
+            wait_idle
             measure "$pid" "$url" "$conns" "$DURATION" >>"$WORK/runs-$server-$conns"
         done
         order=("${order[1]}" "${order[0]}")
