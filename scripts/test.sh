@@ -13,4 +13,10 @@ bash samples/build.sh --locked
 cargo fmt --all --check
 (cd samples && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# cargo prints a result line per test target, the last one often an empty doc-test target:
+# close with the totals over all of them.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
