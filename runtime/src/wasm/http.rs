@@ -130,9 +130,10 @@ impl HttpFunction {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("function {} answered with an error: {code:?}\n", self.name),
             )),
-            // The guest ended without setting a response: its task says why.
+            // The guest ended without setting a response: its task says why, and has
+            // already logged it.
             Err(_) => match guest.await {
-                Ok(Err(failure)) => Err(failure),
+                Ok(Err(failure)) => Ok(failure_answer(&failure)),
                 Ok(Ok(())) => Err(WasmError::Host {
                     name: self.name.clone(),
                     reason: "returned without setting a response".into(),
@@ -179,9 +180,14 @@ fn body_error(err: BoxError) -> wasmtime_wasi_http::Error {
     }
 }
 
-/// The answer for a failed instance; the details go to the log, not to the client.
-pub(crate) fn failure_response(failure: &WasmError) -> http::Response<Body> {
+/// Logs a failed request and answers it.
+fn failure_response(failure: &WasmError) -> http::Response<Body> {
     tracing::warn!(error = %failure, "request failed");
+    failure_answer(failure)
+}
+
+/// The answer for a failed instance; the details go to the log, not to the client.
+fn failure_answer(failure: &WasmError) -> http::Response<Body> {
     let status = match failure {
         WasmError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         WasmError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
