@@ -8,6 +8,7 @@
 #   busybox          (busybox-static)   a small static binary to build image layers from
 #   htpasswd         (apache2-utils)    bcrypt htpasswd files for the registry's basic auth
 #   import oras      (PyPI: oras)       oras-py, a second OCI artifact client (python3)
+#   libseccomp.pc    (libseccomp-dev)   builds the seccomp filter (the libseccomp crate links it)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -46,6 +47,10 @@ elif ! "$python" -c 'import oras' >/dev/null 2>&1; then
     # pip itself, when this Python lacks it
     "$python" -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 fi
+
+# Build dependencies: checked by their files, not a command.
+[ -e /usr/lib/x86_64-linux-gnu/pkgconfig/libseccomp.pc ] || [ -n "$(find /usr/lib -name libseccomp.pc -print -quit 2>/dev/null)" ] || missing+=(libseccomp-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}" >&2

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod gateway;
 pub mod instance;
+pub mod linux;
 pub mod oci;
 pub mod units;
 pub mod wasm;

@@ -1,0 +1,29 @@
+//! The Linux executor: native OCI images in namespaces, cgroups and an overlayfs root, as
+//! runc and crun run them.
+//!
+//! In flow order:
+//!
+//! - [`unpack`]: one layer's tar stream into a directory, confined to it (no `..`, absolute
+//!   paths, links out, or devices), whiteouts turned into overlayfs whiteouts, bounded in size.
+//! - [`snapshot`]: content-addressed snapshot directories, one per layer chain, shared by every
+//!   container of an image; the "prepare" step of the data flow.
+//! - [`spec`]: an image config plus `skiff run` flags become an OCI runtime spec, the one
+//!   description of a container the rest of this module reads.
+//! - [`syscall`]: every kernel call a container's setup makes, behind a trait with a recording
+//!   fake so ordering is unit-tested without root.
+//! - [`namespaces`], [`rootfs`], [`security`]: the steps inside the new container: namespaces,
+//!   mounts and `pivot_root`, capabilities, `no_new_privs` and seccomp.
+//! - [`cgroups`]: memory, CPU and pids limits, v1 and v2 each behind one trait.
+//! - [`net`]: `none`, `host` or a bridge with a veth per container and published ports.
+//! - [`process`]: the init stages that turn a spec into a running process.
+//! - [`container`]: one container's state on disk and its lifecycle (create, start, kill,
+//!   delete), shared by `skiff run` and the OCI runtime command line (`skiff oci`).
+//!
+//! This module reads from `oci` (images, layers) and never touches the scheduler or gateway.
+
+pub mod cgroups;
+pub mod net;
+pub mod security;
+pub mod snapshot;
+pub mod syscall;
+pub mod unpack;

@@ -1,0 +1,1 @@
+//! (being written) Content-addressed layer snapshots shared by the containers of an image.

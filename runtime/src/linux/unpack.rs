@@ -1,0 +1,1 @@
+//! (being written) Safe unpacking of one layer into a snapshot directory.
