@@ -22,8 +22,12 @@
 //! This module reads from `oci` (images, layers) and never touches the scheduler or gateway.
 
 pub mod cgroups;
+pub mod namespaces;
 pub mod net;
+pub mod rootfs;
 pub mod security;
 pub mod snapshot;
+pub mod spec;
 pub mod syscall;
 pub mod unpack;
+pub mod user;

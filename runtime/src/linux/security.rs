@@ -14,3 +14,11 @@ pub fn set_no_new_privs() -> io::Result<()> {
 pub fn load_seccomp(_profile: &LinuxSeccomp) -> io::Result<()> {
     Err(io::Error::other("seccomp is not implemented yet"))
 }
+
+pub fn default_capabilities_spec(_non_root: bool) -> LinuxCapabilities {
+    LinuxCapabilities::default()
+}
+
+pub fn default_seccomp() -> LinuxSeccomp {
+    LinuxSeccomp::default()
+}

@@ -16,6 +16,10 @@ use std::sync::Mutex;
 /// The kernel, as container setup sees it.
 pub trait Syscall {
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    /// Joins the namespace the file at `path` (e.g. `/proc/PID/ns/net`) refers to.
+    fn setns(&self, path: &Path, flags: CloneFlags) -> io::Result<()>;
+    /// What is at `path`, without following a final symlink; `None` when nothing is.
+    fn file_kind(&self, path: &Path) -> Option<FileKind>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
     fn mount(
         &self,
@@ -41,6 +45,13 @@ pub trait Syscall {
     fn load_seccomp(&self, profile: &LinuxSeccomp) -> io::Result<()>;
 }
 
+/// What a path names, as far as mounting onto it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+}
+
 /// The real kernel.
 pub struct LinuxSyscall;
 
@@ -51,6 +62,20 @@ fn errno(e: nix::Error) -> io::Error {
 impl Syscall for LinuxSyscall {
     fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
         nix::sched::unshare(flags).map_err(errno)
+    }
+
+    fn setns(&self, path: &Path, flags: CloneFlags) -> io::Result<()> {
+        let file = std::fs::File::open(path)?;
+        nix::sched::setns(file, flags).map_err(errno)
+    }
+
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(if meta.is_dir() {
+            FileKind::Dir
+        } else {
+            FileKind::File
+        })
     }
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
@@ -139,6 +164,7 @@ impl Syscall for LinuxSyscall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Unshare(CloneFlags),
+    Setns(PathBuf, CloneFlags),
     Sethostname(String),
     Mount {
         source: Option<PathBuf>,
@@ -160,13 +186,23 @@ pub enum Call {
     LoadSeccomp,
 }
 
-/// Records every call and succeeds, for unit tests of ordering.
+/// Records every call and succeeds, for unit tests of ordering. Every path it is asked
+/// about exists and is a directory, unless listed in `files`.
 #[derive(Default)]
 pub struct RecordingSyscall {
     calls: Mutex<Vec<Call>>,
+    pub files: Vec<PathBuf>,
 }
 
 impl RecordingSyscall {
+    /// A fake on which these paths are files.
+    pub fn with_files(files: &[&str]) -> Self {
+        Self {
+            files: files.iter().map(PathBuf::from).collect(),
+            ..Self::default()
+        }
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().expect("recording lock").clone()
     }
@@ -180,6 +216,16 @@ impl RecordingSyscall {
 impl Syscall for RecordingSyscall {
     fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
         self.record(Call::Unshare(flags))
+    }
+    fn setns(&self, path: &Path, flags: CloneFlags) -> io::Result<()> {
+        self.record(Call::Setns(path.into(), flags))
+    }
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        Some(if self.files.iter().any(|f| f == path) {
+            FileKind::File
+        } else {
+            FileKind::Dir
+        })
     }
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.record(Call::Sethostname(name.into()))
