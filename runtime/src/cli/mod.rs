@@ -1,16 +1,22 @@
 //! The `skiff` command line: one file per verb, each a `…Command` with `execute`.
 
 mod images;
+mod init;
 mod inspect;
 mod load;
 mod login;
+mod logs;
+mod monitor;
 mod progress;
+mod ps;
 mod pull;
 mod push;
 mod registry_options;
+mod rm;
 mod rmi;
 mod run;
 mod save;
+mod stop;
 mod system;
 
 use clap::{Parser, Subcommand};
@@ -38,8 +44,17 @@ pub struct GlobalOptions {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a WebAssembly program (a file or an image), or serve it over HTTP with --listen
+    /// Run a WebAssembly program (a file or an image) or serve it over HTTP with --listen; or
+    /// run a Linux image as a container
     Run(run::RunCommand),
+    /// List containers
+    Ps(ps::PsCommand),
+    /// Stop containers: SIGTERM, then SIGKILL after --time
+    Stop(stop::StopCommand),
+    /// Remove stopped containers
+    Rm(rm::RmCommand),
+    /// Show a container's output
+    Logs(logs::LogsCommand),
     /// Pull an image from a registry
     Pull(pull::PullCommand),
     /// Push a .wasm file as a Wasm OCI artifact, or a stored image, to a registry
@@ -60,6 +75,12 @@ pub enum Command {
     Logout(login::LogoutCommand),
     /// Manage skiff's own data: `system prune`
     System(system::SystemCommand),
+    /// The first process of a container (run by skiff itself)
+    #[command(hide = true)]
+    Init(init::InitCommand),
+    /// Waits for a detached container (run by `skiff run -d`)
+    #[command(hide = true, name = "container-monitor")]
+    ContainerMonitor(monitor::MonitorCommand),
 }
 
 impl Cli {
@@ -78,6 +99,12 @@ impl Cli {
             Command::Login(login) => login.execute(&data_dir),
             Command::Logout(logout) => logout.execute(&data_dir),
             Command::System(system) => system.execute(&data_dir),
+            Command::Ps(ps) => ps.execute(&data_dir),
+            Command::Stop(stop) => stop.execute(&data_dir),
+            Command::Rm(rm) => rm.execute(&data_dir),
+            Command::Logs(logs) => logs.execute(&data_dir),
+            Command::Init(init) => init.execute(),
+            Command::ContainerMonitor(monitor) => monitor.execute(&data_dir),
         }
     }
 }

@@ -1,8 +1,12 @@
-//! `skiff run`: run a Wasm program in the foreground, or serve it over HTTP with `--listen`.
+//! `skiff run`: run a Wasm program in the foreground, or serve it over HTTP with `--listen`;
+//! or run a Linux image as a container (`run/linux.rs`). Which one is decided by the image.
+
+mod linux;
 
 use super::registry_options::RegistryOptions;
 use crate::gateway::{self, GatewayConfig};
 use crate::oci::image::ImageKind;
+use crate::oci::images::ImageRecord;
 use crate::oci::local::{ImagesError, LocalImages};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::Registry;
@@ -25,7 +29,8 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct RunCommand {
-    /// Grant a host directory: HOST:GUEST, HOST:GUEST:ro for read-only
+    /// Grant a host directory: HOST:GUEST, HOST:GUEST:ro for read-only (a bind mount for a
+    /// Linux image)
     #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = parse_volume)]
     volumes: Vec<Preopen>,
 
@@ -41,7 +46,8 @@ pub struct RunCommand {
     #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<PathBuf>,
 
-    /// Cap the guest's memory (linear memories and tables): 64m, 1g, 64MiB [default: no limit]
+    /// Cap the guest's memory (linear memories and tables; a Linux container's memory cgroup):
+    /// 64m, 1g, 64MiB [default: no limit]
     #[arg(short = 'm', long, value_name = "SIZE")]
     memory: Option<ByteSize>,
 
@@ -55,13 +61,16 @@ pub struct RunCommand {
     listen: Option<SocketAddr>,
 
     #[command(flatten)]
+    linux: linux::LinuxFlags,
+
+    #[command(flatten)]
     registry: RegistryOptions,
 
     /// The .wasm file, or the Wasm image (pulled first when not stored)
     #[arg(value_name = "FILE|IMAGE")]
     target: String,
 
-    /// Arguments passed to the guest (after the file, or after `--`)
+    /// Arguments passed to the guest, or the command a Linux image runs instead of its Cmd
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -89,10 +98,37 @@ impl RunCommand {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(self.run(data_dir))
+        let image = runtime.block_on(self.image(data_dir))?;
+        match image {
+            Some(record) if record.kind == ImageKind::Linux => {
+                drop(runtime);
+                self.check_linux_flags()?;
+                linux::run(self, record, data_dir)
+            }
+            image => {
+                self.linux.check_unused()?;
+                runtime.block_on(self.run(image, data_dir))
+            }
+        }
     }
 
-    async fn run(self, data_dir: &Path) -> anyhow::Result<i32> {
+    /// Flags that only mean something to the Wasm executor.
+    fn check_linux_flags(&self) -> anyhow::Result<()> {
+        let wasm_only = [
+            (self.listen.is_some(), "--listen"),
+            (!self.dirs.is_empty(), "--dir"),
+            (self.timeout.is_some(), "--timeout"),
+        ];
+        if let Some((_, flag)) = wasm_only.iter().find(|(set, _)| *set) {
+            anyhow::bail!(
+                "{flag} is for Wasm programs; {} is a Linux image: publish ports with -p and stop it with `skiff stop`",
+                self.target
+            );
+        }
+        Ok(())
+    }
+
+    async fn run(self, image: Option<ImageRecord>, data_dir: &Path) -> anyhow::Result<i32> {
         let mut caps = self.capabilities()?;
         let limits = Limits {
             memory: self.memory,
@@ -105,7 +141,7 @@ impl RunCommand {
             ..EngineConfig::default()
         };
         let engine = Arc::new(WasmEngine::new(&config, data_dir.join("cache/wasm"))?);
-        let program = self.load(&engine, data_dir).await?;
+        let program = self.load(&engine, image, data_dir)?;
         match self.listen {
             None => {
                 caps.stdio = Stdio::Inherit;
@@ -135,13 +171,15 @@ impl RunCommand {
         }
     }
 
-    /// A file when the target names one (or looks like a path), an image otherwise.
-    async fn load(&self, engine: &WasmEngine, data_dir: &Path) -> anyhow::Result<Program> {
+    fn is_file(&self) -> bool {
         let path = Path::new(&self.target);
-        let looks_like_path =
-            path.exists() || self.target.ends_with(".wasm") || self.target.starts_with(['.', '/']);
-        if looks_like_path {
-            return Ok(engine.load_file(path)?);
+        path.exists() || self.target.ends_with(".wasm") || self.target.starts_with(['.', '/'])
+    }
+
+    /// The image the target names, pulled when not stored; `None` for a file.
+    async fn image(&self, data_dir: &Path) -> anyhow::Result<Option<ImageRecord>> {
+        if self.is_file() {
+            return Ok(None);
         }
         let images = LocalImages::open(data_dir)?;
         let record = match images.get(&self.target) {
@@ -159,13 +197,20 @@ impl RunCommand {
             }
             Err(e) => return Err(e.into()),
         };
-        if record.kind == ImageKind::Linux {
-            anyhow::bail!(
-                "{} is a Linux image; skiff cannot run Linux images yet (the Linux executor is \
-                 still to come); run a Wasm image or a .wasm file",
-                record.name
-            );
-        }
+        Ok(Some(record))
+    }
+
+    /// The program: the file, or the Wasm image's code.
+    fn load(
+        &self,
+        engine: &WasmEngine,
+        image: Option<ImageRecord>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Program> {
+        let Some(record) = image else {
+            return Ok(engine.load_file(Path::new(&self.target))?);
+        };
+        let images = LocalImages::open(data_dir)?;
         let bytes = images.wasm_bytes(&record)?;
         let kind = WasmKind::detect(&bytes).ok_or_else(|| WasmError::Invalid {
             name: record.name.clone(),

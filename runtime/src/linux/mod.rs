@@ -22,8 +22,13 @@
 //! This module reads from `oci` (images, layers) and never touches the scheduler or gateway.
 
 pub mod cgroups;
+pub mod container;
+pub mod exec;
+pub mod monitor;
 pub mod namespaces;
 pub mod net;
+pub mod process;
+pub mod reaper;
 pub mod rootfs;
 pub mod security;
 pub mod snapshot;

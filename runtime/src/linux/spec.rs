@@ -15,6 +15,10 @@ use oci_spec::runtime::{
 };
 use std::path::PathBuf;
 
+/// Marks a spec built by `skiff run` (Docker's rules apply: a non-root user gets no
+/// effective capabilities).
+pub const RUN_ANNOTATION: &str = "io.skiff.run";
+
 /// CPU period for `--cpus`, as Docker sets it.
 const CPU_PERIOD: u64 = 100_000;
 
@@ -205,7 +209,10 @@ pub fn build(
                 .map_err(build_error)?,
         ))
         .set_mounts(Some(mounts))
-        .set_linux(Some(linux));
+        .set_linux(Some(linux))
+        .set_annotations(Some(
+            [(RUN_ANNOTATION.to_string(), "true".to_string())].into(),
+        ));
     Ok(spec)
 }
 
