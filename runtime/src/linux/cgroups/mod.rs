@@ -21,6 +21,8 @@ pub mod pids;
 pub mod v1;
 pub mod v2;
 
+#[cfg(test)]
+mod fake_tests;
 
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
