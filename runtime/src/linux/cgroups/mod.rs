@@ -23,6 +23,8 @@ pub mod v2;
 
 #[cfg(test)]
 mod fake_tests;
+#[cfg(test)]
+mod kernel_tests;
 
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
