@@ -187,7 +187,7 @@ fn launch(
         .collect::<std::result::Result<_, String>>()
         .map_err(MonitorError::Plan)?;
 
-    let cgroup = cgroups::open(&plan.cgroup)?;
+    let cgroup = cgroups::create(&cgroups::CgroupPath::new(&plan.cgroup)?)?;
     let resources_spec = plan
         .init
         .spec
