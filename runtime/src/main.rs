@@ -6,14 +6,27 @@ use skiff::wasm::WasmError;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
-    let cli = Cli::parse();
+    // Installed as `skiff-oci`, skiff is an OCI runtime and takes runc's verbs directly.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let as_runtime = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|name| name == "skiff-oci");
+    let cli = if as_runtime {
+        None
+    } else {
+        Some(Cli::parse())
+    };
     // `SKIFF_LOG` takes `RUST_LOG` syntax; quiet by default so a guest's output stands alone.
     let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let code = match cli.execute() {
+    let result = match cli {
+        Some(cli) => cli.execute(),
+        None => skiff::cli::oci::OciCommand::parse().execute(),
+    };
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("skiff: error: {err:#}");

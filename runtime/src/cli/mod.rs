@@ -7,6 +7,7 @@ mod load;
 mod login;
 mod logs;
 mod monitor;
+pub mod oci;
 mod progress;
 mod ps;
 mod pull;
@@ -75,6 +76,8 @@ pub enum Command {
     Logout(login::LogoutCommand),
     /// Manage skiff's own data: `system prune`
     System(system::SystemCommand),
+    /// The OCI runtime command line (create, start, state, kill, delete), as runc's
+    Oci(oci::OciCommand),
     /// The first process of a container (run by skiff itself)
     #[command(hide = true)]
     Init(init::InitCommand),
@@ -104,6 +107,7 @@ impl Cli {
             Command::Rm(rm) => rm.execute(&data_dir),
             Command::Logs(logs) => logs.execute(&data_dir),
             Command::Init(init) => init.execute(),
+            Command::Oci(oci) => oci.execute(),
             Command::ContainerMonitor(monitor) => monitor.execute(&data_dir),
         }
     }

@@ -21,6 +21,7 @@
 //!
 //! This module reads from `oci` (images, layers) and never touches the scheduler or gateway.
 
+pub mod bundle;
 pub mod cgroups;
 pub mod container;
 pub mod exec;
