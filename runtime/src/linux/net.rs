@@ -1,1 +1,0 @@
-//! (being written) Container networking: none, host, or a bridge with veth pairs and published ports.
