@@ -360,6 +360,18 @@ mod tests {
         }
     }
 
+    /// Whether `check` comes true within a few tries. A socket closed by this process can live on
+    /// for a moment in a child that another test forked and has not yet exec'd (the fd table is
+    /// copied at fork; close-on-exec only acts at exec), so "closed" is checked more than once.
+    fn eventually(mut check: impl FnMut() -> bool) -> bool {
+        (0..100).any(|_| {
+            check() || {
+                std::thread::sleep(Duration::from_millis(20));
+                false
+            }
+        })
+    }
+
     fn connect(address: SocketAddr) -> io::Result<TcpStream> {
         // A bound on a hang, not a timing assertion.
         TcpStream::connect_timeout(&address, Duration::from_secs(10))
@@ -529,10 +541,10 @@ mod tests {
             assert_eq!(&reply, b"pong");
             assert_eq!(&server.join().unwrap(), b"ping");
 
-            proxy.shutdown();
-            tokio::task::yield_now().await;
-            let reused = std::net::TcpListener::bind(("127.0.0.1", host_port));
-            assert!(reused.is_ok(), "the port is free after shutdown");
+            let published = proxy.local_addrs()[0];
+            proxy.shutdown().await;
+            let closed = eventually(|| std::net::TcpStream::connect(published).is_err());
+            assert!(closed, "still listening on {published} after shutdown");
         });
     }
 
@@ -551,7 +563,50 @@ mod tests {
             assert!(matches!(err, NetError::PortInUse { .. }), "{err}");
             assert!(err.to_string().contains(&taken_port.to_string()), "{err}");
             // The first port was bound and let go again, not left serving.
-            TcpListener::bind(("127.0.0.1", free)).unwrap();
+            let released = eventually(|| TcpListener::bind(("127.0.0.1", free)).is_ok());
+            assert!(released, "port {free} still bound after the failed publish");
+        });
+    }
+
+    #[test]
+    fn the_client_is_closed_when_the_container_refuses() {
+        in_private_netns(|| async {
+            let nobody = free_port();
+            let mapping: PortMapping = format!("127.0.0.1:{}:{nobody}", free_port())
+                .parse()
+                .unwrap();
+            let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let proxy = publish(&[mapping], localhost).await.unwrap();
+            let mut client = tokio::net::TcpStream::connect(proxy.local_addrs()[0])
+                .await
+                .unwrap();
+            let mut buf = [0; 1];
+            let read = client.read(&mut buf).await;
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        });
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_closed() {
+        in_private_netns(|| async {
+            let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let target_addr = target.local_addr().unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let proxy_addr = listener.local_addr().unwrap();
+            let serving = tokio::spawn(ports::serve(listener, target_addr, 1));
+
+            let mut first = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+            let (mut upstream, _) = target.accept().await.unwrap();
+            let mut second = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+            let mut buf = [0; 1];
+            let read = second.read(&mut buf).await;
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+            // The first connection still works end to end.
+            first.write_all(b"x").await.unwrap();
+            upstream.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"x");
+            serving.abort();
         });
     }
 }

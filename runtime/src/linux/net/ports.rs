@@ -24,6 +24,8 @@ use super::{NetError, Result};
 pub const MAX_CONNECTIONS: usize = 1024;
 
 /// One `-p` flag: TCP connections to `host_ip:host_port` go to the container's `container_port`.
+/// Parses from `HOSTPORT:CONTAINERPORT` or `IP:HOSTPORT:CONTAINERPORT` (IPv6 in brackets), each
+/// optionally followed by `/tcp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
     /// The host address to listen on; `0.0.0.0` (every address) unless given.
@@ -40,8 +42,6 @@ impl fmt::Display for PortMapping {
 }
 
 impl FromStr for PortMapping {
-    /// Accepts `HOSTPORT:CONTAINERPORT` and `IP:HOSTPORT:CONTAINERPORT` (IPv6 in brackets), each
-    /// optionally followed by `/tcp`.
     type Err = NetError;
 
     fn from_str(s: &str) -> Result<Self> {
@@ -99,8 +99,15 @@ impl PortProxy {
         &self.listening
     }
 
-    pub fn shutdown(self) {
-        drop(self);
+    /// Stops serving and returns once every listener and connection is closed.
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -138,15 +145,15 @@ pub async fn publish(mappings: &[PortMapping], target: IpAddr) -> Result<PortPro
         })?;
     let tasks = listeners
         .into_iter()
-        .map(|(listener, target)| tokio::spawn(serve(listener, target)))
+        .map(|(listener, target)| tokio::spawn(serve(listener, target, MAX_CONNECTIONS)))
         .collect();
     Ok(PortProxy { listening, tasks })
 }
 
-/// One mapping's accept loop. Its connections live in a `JoinSet` owned by this task, so aborting
-/// the task ends them too.
-async fn serve(listener: TcpListener, target: SocketAddr) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// One mapping's accept loop, serving at most `limit` connections at once. Its connections live
+/// in a `JoinSet` owned by this task, so aborting the task ends them too.
+pub(super) async fn serve(listener: TcpListener, target: SocketAddr, limit: usize) {
+    let slots = Arc::new(Semaphore::new(limit));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
