@@ -179,13 +179,13 @@ fn launch(
 ) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| io("cannot become a subreaper")(e.into()))?;
-    let mode: NetworkMode = plan.network.parse().map_err(MonitorError::Plan)?;
+    let mode: NetworkMode = plan.network.parse()?;
     let ports: Vec<PortMapping> = plan
         .ports
         .iter()
         .map(|p| p.parse())
-        .collect::<std::result::Result<_, String>>()
-        .map_err(MonitorError::Plan)?;
+        .collect::<std::result::Result<_, net::NetError>>()?;
+    mode.check_ports(&ports)?;
 
     let cgroup = cgroups::create(&cgroups::CgroupPath::new(&plan.cgroup)?)?;
     let resources_spec = plan
@@ -276,7 +276,7 @@ async fn forward_signals(pid: Pid) {
 
 fn teardown(runtime: &tokio::runtime::Runtime, bridge: &BridgeConfig, resources: Resources) {
     if let Some(ports) = resources.ports {
-        ports.shutdown();
+        runtime.block_on(ports.shutdown());
     }
     if let Some(cgroup) = &resources.cgroup {
         if let Err(e) = cgroup.kill_all() {

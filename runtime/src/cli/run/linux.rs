@@ -101,9 +101,7 @@ impl LinuxFlags {
 
 pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::Result<i32> {
     let flags = &command.linux;
-    if flags.net == NetworkMode::Host && !flags.publish.is_empty() {
-        anyhow::bail!("-p has no effect with --net host; the container uses the host's ports");
-    }
+    flags.net.check_ports(&flags.publish)?;
     let images = LocalImages::open(data_dir)?;
     let prepared = Snapshots::open(data_dir)?
         .prepare(&images, &image, &UnpackLimits::default())
