@@ -5,7 +5,8 @@
 #   wasm32-wasip2 (components):   hello fs-demo http-hello http-misbehave misbehave (loop hog trap)
 #
 # Outputs: samples/target/wasm32-wasip{1,2}/release/<name>.wasm
-# (cdylib components use underscores: http_hello.wasm, http_misbehave.wasm).
+# (cdylib components use underscores: http_hello.wasm, http_misbehave.wasm),
+# and the Linux image samples/target/linux/busybox.tar (linux/busybox/build.sh).
 # Can be run from any directory. Extra arguments are passed to both cargo
 # builds (e.g. `--locked`, `-j1`).
 set -euo pipefail
@@ -34,6 +35,9 @@ echo "building wasm32-wasip2 samples" >&2
 cargo build --release --manifest-path "$MANIFEST" --target wasm32-wasip2 \
     -p hello -p fs-demo -p http-hello -p http-misbehave -p misbehave "$@"
 
+echo "building the linux busybox image" >&2
+bash "$SAMPLES_DIR/linux/busybox/build.sh" >/dev/null
+
 outputs=(
     "$TARGET_DIR/wasm32-wasip1/release/hello.wasm"
     "$TARGET_DIR/wasm32-wasip1/release/fs-demo.wasm"
@@ -48,6 +52,7 @@ outputs=(
     "$TARGET_DIR/wasm32-wasip2/release/loop.wasm"
     "$TARGET_DIR/wasm32-wasip2/release/hog.wasm"
     "$TARGET_DIR/wasm32-wasip2/release/trap.wasm"
+    "$TARGET_DIR/linux/busybox.tar"
 )
 
 status=0

@@ -1,5 +1,6 @@
 //! `skiff system prune`: remove what nothing references.
 
+use crate::linux::snapshot::{self, Snapshots};
 use crate::oci::local::LocalImages;
 use crate::units::ByteSize;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
@@ -13,7 +14,8 @@ pub struct SystemCommand {
 
 #[derive(Debug, clap::Subcommand)]
 enum SystemAction {
-    /// Remove blobs no image references, and compiled code of programs no image holds
+    /// Remove blobs no image references, compiled code of programs no image holds, and layer
+    /// snapshots no Linux image uses
     Prune,
 }
 
@@ -34,5 +36,7 @@ fn prune(data_dir: &Path) -> anyhow::Result<i32> {
         "removed {blobs} blobs and the compiled code of {programs} programs ({} freed from the compile cache)",
         ByteSize(bytes)
     );
+    let snapshots = Snapshots::open(data_dir)?.prune(&snapshot::images_chain_ids(&images)?)?;
+    println!("removed {snapshots} layer snapshots");
     Ok(0)
 }
