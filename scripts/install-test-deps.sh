@@ -7,6 +7,10 @@
 #   umoci            (umoci)            unpacks OCI image layouts
 #   busybox          (busybox-static)   a small static binary to build image layers from
 #   htpasswd         (apache2-utils)    bcrypt htpasswd files for the registry's basic auth
+#   jq, file         (jq, file)         the busybox sample image's build script
+#   crun             (crun)             the peer the Linux benchmark runs beside skiff
+#   podman           (podman)           drives skiff as its OCI runtime in a test
+#   nft              (nftables)         the bridge network's one NAT rule
 #   import oras      (PyPI: oras)       oras-py, a second OCI artifact client (python3)
 #   libseccomp.pc    (libseccomp-dev)   builds the seccomp filter (the libseccomp crate links it)
 set -euo pipefail
@@ -28,10 +32,15 @@ declare -A providers=(
     [umoci]=umoci
     [busybox]=busybox-static
     [htpasswd]=apache2-utils
+    [jq]=jq
+    [file]=file
+    [crun]=crun
+    [podman]=podman
+    [nft]=nftables
 )
 
 missing=()
-for cmd in docker-registry skopeo umoci busybox htpasswd; do
+for cmd in docker-registry skopeo umoci busybox htpasswd jq file crun podman nft; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing+=("${providers[$cmd]}")
     fi

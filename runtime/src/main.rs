@@ -11,11 +11,7 @@ fn main() {
     let as_runtime = std::path::Path::new(&argv0)
         .file_name()
         .is_some_and(|name| name == "skiff-oci");
-    let cli = if as_runtime {
-        None
-    } else {
-        Some(Cli::parse())
-    };
+    let cli = if as_runtime { None } else { Some(Cli::parse()) };
     // `SKIFF_LOG` takes `RUST_LOG` syntax; quiet by default so a guest's output stands alone.
     let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()

@@ -26,7 +26,7 @@ impl ImagesCommand {
             };
             println!(
                 "{repository:<48} {tag:<16} {digest:<20} {:<6} {:>10}",
-                record.kind,
+                record.kind.to_string(),
                 crate::units::ByteSize(record.size).to_string()
             );
         }

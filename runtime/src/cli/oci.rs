@@ -8,7 +8,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "skiff-oci", version, about = "skiff's OCI runtime command line")]
+#[command(
+    name = "skiff-oci",
+    version,
+    about = "skiff's OCI runtime command line"
+)]
 pub struct OciCommand {
     /// Where container state lives
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_ROOT)]
@@ -103,9 +107,7 @@ impl OciCommand {
                 println!("{}", serde_json::to_string_pretty(&state)?);
                 Ok(())
             }),
-            OciVerb::Kill { all, id, signal } => {
-                runtime.kill(id, signal, *all).map_err(Into::into)
-            }
+            OciVerb::Kill { all, id, signal } => runtime.kill(id, signal, *all).map_err(Into::into),
             OciVerb::Delete { force, id } => runtime.delete(id, *force).map_err(Into::into),
         };
         match result {

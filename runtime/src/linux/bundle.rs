@@ -43,10 +43,7 @@ pub enum BundleError {
     #[error("container {id}'s init process went away before it started")]
     Vanished { id: String },
     #[error("{what}: {error}")]
-    Io {
-        what: String,
-        error: std::io::Error,
-    },
+    Io { what: String, error: std::io::Error },
     #[error("cgroup: {0}")]
     Cgroup(#[from] cgroups::CgroupError),
     #[error(transparent)]
@@ -136,10 +133,12 @@ impl Runtime {
     /// `create`: pid 1 set up and waiting on the exec fifo; its pid written to `pid_file`.
     pub fn create(&self, id: &str, bundle: &Path, pid_file: Option<&Path>) -> Result<i32> {
         let dir = self.dir(id)?;
-        let bundle = std::fs::canonicalize(bundle).map_err(io(format!("bundle {}", bundle.display())))?;
+        let bundle =
+            std::fs::canonicalize(bundle).map_err(io(format!("bundle {}", bundle.display())))?;
         let mut spec = load_spec(&bundle)?;
         resolve_root(&mut spec, &bundle);
-        std::fs::create_dir_all(&self.root).map_err(io(format!("state root {}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(io(format!("state root {}", self.root.display())))?;
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -360,7 +359,8 @@ fn load(dir: &Path, id: &str) -> Result<Saved> {
         std::io::ErrorKind::NotFound => BundleError::Unknown { id: id.into() },
         _ => io("cannot read the container state")(e),
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| io("corrupt container state")(std::io::Error::other(e)))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| io("corrupt container state")(std::io::Error::other(e)))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -425,6 +425,9 @@ mod tests {
         let err = runtime.create("ok", dir.path(), None).unwrap_err();
         assert!(err.to_string().contains("skiff runs 1.x bundles"), "{err}");
         assert!(!dir.path().join("state/ok").exists());
-        assert!(matches!(runtime.state("ok"), Err(BundleError::Unknown { .. })));
+        assert!(matches!(
+            runtime.state("ok"),
+            Err(BundleError::Unknown { .. })
+        ));
     }
 }

@@ -137,6 +137,9 @@ impl Containers {
         let mut records = Vec::new();
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
+            if id.starts_with('.') {
+                continue;
+            }
             match self.load(&id) {
                 Ok(record) => records.push(observed(record)),
                 // A directory being created or removed right now.

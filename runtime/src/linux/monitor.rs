@@ -125,9 +125,12 @@ pub fn run(
             started(Err(e));
         }
     }
-    let code = match launched {
-        Ok(()) => wait(&runtime, resources.pid.expect("launched"), &output),
-        Err(_) => None,
+    let (code, failure) = match launched {
+        Ok(()) => (
+            wait(&runtime, resources.pid.expect("launched"), &output),
+            None,
+        ),
+        Err(e) => (None, Some(e)),
     };
     let oom = resources
         .cgroup
@@ -157,7 +160,10 @@ pub fn run(
             record.name
         );
     }
-    Ok(code.unwrap_or(125))
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(code.unwrap_or(125)),
+    }
 }
 
 fn read_plan(dir: &Path) -> Result<RunPlan> {
