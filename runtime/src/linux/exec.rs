@@ -93,6 +93,15 @@ impl Exec {
             std::fs::write("/proc/self/oom_score_adj", score.to_string())
                 .map_err(|e| format!("cannot set oom_score_adj: {e}"))?;
         }
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let no_new_privs = process.no_new_privileges() == Some(true);
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it before the
+        // capabilities go (runc's order); with it, load it last, so the filter need not allow
+        // the setup calls.
+        if let Some(seccomp) = seccomp.filter(|_| !no_new_privs) {
+            sys.load_seccomp(seccomp)
+                .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
+        }
         sys.set_ids(self.ids.uid, self.ids.gid, &self.ids.groups)
             .map_err(|e| {
                 format!(
@@ -110,13 +119,13 @@ impl Exec {
             sys.set_capabilities(&caps)
                 .map_err(|e| format!("cannot set capabilities: {e}"))?;
         }
-        if process.no_new_privileges() == Some(true) {
+        if no_new_privs {
             sys.set_no_new_privs()
                 .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
-        }
-        if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            sys.load_seccomp(seccomp)
-                .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
+            if let Some(seccomp) = seccomp {
+                sys.load_seccomp(seccomp)
+                    .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
+            }
         }
         Ok(())
     }

@@ -306,7 +306,11 @@ fn pid_one(sys: &dyn Syscall, mut channel: Channel, config: &InitConfig) -> i32 
         super::reaper::run(sys, channel, &exec, &config.spec)
     } else {
         let error = exec.exec(sys, &config.spec);
-        let _ = channel.send(&Message::Error(error));
+        // After `start` nobody may be listening on the channel (OCI mode): say it on stderr,
+        // which the caller (conmon, a shim) collects.
+        if channel.send(&Message::Error(error.clone())).is_err() {
+            eprintln!("skiff: error: {error}");
+        }
         127
     }
 }
@@ -320,6 +324,12 @@ fn prepare_pid_one(
         Ok(Some(Message::NetworkReady)) => {}
         _ => return Err("the launcher went away before the network was ready".into()),
     }
+    // The fifo is on the host's filesystem: hold it open by path now, reopen it through
+    // /proc/self/fd once the root has changed (as runc does).
+    let fifo = match &config.exec_fifo {
+        Some(path) => Some(open_path(path)?),
+        None => None,
+    };
     let spec = &config.spec;
     rootfs::prepare(sys, spec, config.overlay.as_ref()).map_err(|e| e.to_string())?;
     rootfs::finish(sys, spec).map_err(|e| e.to_string())?;
@@ -331,7 +341,7 @@ fn prepare_pid_one(
     }
     let exec = Exec::resolve(spec, config.user.as_deref())?;
     channel.send(&Message::Created).map_err(|e| e.to_string())?;
-    match &config.exec_fifo {
+    match &fifo {
         Some(fifo) => wait_for_fifo(fifo)?,
         None => match channel.receive() {
             Ok(Some(Message::Start)) => {}
@@ -341,12 +351,22 @@ fn prepare_pid_one(
     Ok(exec)
 }
 
+fn open_path(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
 /// Blocks until `skiff oci start` opens the fifo for reading.
-fn wait_for_fifo(fifo: &Path) -> Result<(), String> {
+fn wait_for_fifo(fifo: &std::fs::File) -> Result<(), String> {
+    let reopened = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .open(fifo)
-        .map_err(|e| format!("cannot open the exec fifo {}: {e}", fifo.display()))?;
+        .open(&reopened)
+        .map_err(|e| format!("cannot open the exec fifo: {e}"))?;
     file.write_all(b"0")
         .map_err(|e| format!("cannot write the exec fifo: {e}"))
 }

@@ -89,7 +89,18 @@ pub fn apply_capabilities(caps: &LinuxCapabilities) -> io::Result<()> {
     ] {
         caps::set(None, set, value).map_err(|e| caps_error(&format!("set {set:?}"), e))?;
     }
-    set_ambient(&ambient)
+    // The kernel raises an ambient capability only if it is both permitted and inheritable;
+    // `runc spec` writes ambient sets without inheritable ones, and runc and crun run them by
+    // leaving those out, so skiff does the same.
+    let possible: CapsHashSet = ambient
+        .iter()
+        .filter(|cap| permitted.contains(cap) && inheritable.contains(cap))
+        .copied()
+        .collect();
+    for cap in ambient.difference(&possible) {
+        tracing::debug!(capability = %cap, "ambient capability not inheritable; skipped");
+    }
+    set_ambient(&possible)
 }
 
 /// Sets the ambient set; a kernel without ambient capabilities (before 4.3) is fine as long as
