@@ -47,7 +47,7 @@ pub struct GlobalOptions {
 pub enum Command {
     /// Run a WebAssembly program (a file or an image) or serve it over HTTP with --listen; or
     /// run a Linux image as a container
-    Run(run::RunCommand),
+    Run(Box<run::RunCommand>),
     /// List containers
     Ps(ps::PsCommand),
     /// Stop containers: SIGTERM, then SIGKILL after --time
@@ -77,7 +77,7 @@ pub enum Command {
     /// Manage skiff's own data: `system prune`
     System(system::SystemCommand),
     /// The OCI runtime command line (create, start, state, kill, delete), as runc's
-    Oci(oci::OciCommand),
+    Oci(Box<oci::OciCommand>),
     /// The first process of a container (run by skiff itself)
     #[command(hide = true)]
     Init(init::InitCommand),
