@@ -61,6 +61,16 @@ enum OciVerb {
     },
     /// Run the created container's process
     Start { id: String },
+    /// Create, start, wait for and delete a container; exits with its code
+    Run {
+        /// The bundle directory (config.json and the root filesystem)
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        bundle: PathBuf,
+        /// Write pid 1's pid here
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        id: String,
+    },
     /// Print the container's state as runtime-spec JSON
     State { id: String },
     /// Send a signal to the container's process [default: TERM]
@@ -103,6 +113,14 @@ impl OciCommand {
                 }
             }
             OciVerb::Start { id } => runtime.start(id).map_err(Into::into),
+            OciVerb::Run {
+                bundle,
+                pid_file,
+                id,
+            } => match runtime.run(id, bundle, pid_file.as_deref()) {
+                Ok(code) => return Ok(code),
+                Err(e) => Err(e.into()),
+            },
             OciVerb::State { id } => runtime.state(id).map_err(Into::into).and_then(|state| {
                 println!("{}", serde_json::to_string_pretty(&state)?);
                 Ok(())

@@ -14,11 +14,12 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The default state root, as runc uses `/run/runc`.
 pub const DEFAULT_ROOT: &str = "/run/skiff-oci";
+/// How long `start` waits between checks that pid 1 is still alive.
+const POLL_SLICE_MS: u16 = 50;
 /// How long `start` waits for pid 1 to take the fifo.
 const START_WAIT: Duration = Duration::from_secs(10);
 
@@ -173,8 +174,11 @@ impl Runtime {
             .unwrap_or_default();
         let launched = (|| -> Result<i32> {
             cgroup.apply(&resources)?;
-            let mut launch = Launch::spawn([Stdio::inherit(), Stdio::inherit(), Stdio::inherit()])?;
-            cgroup.add_task(nix::unistd::Pid::from_raw(launch.child.id() as i32))?;
+            let mut launch = Launch::fork_or_spawn()?;
+            if let Err(e) = cgroup.add_task(launch.pid) {
+                launch.abort();
+                return Err(e.into());
+            }
             let annotations = spec.annotations().clone().unwrap_or_default();
             let pid = launch.configure(InitConfig {
                 spec,
@@ -183,7 +187,7 @@ impl Runtime {
                 reaper: false,
                 exec_fifo: Some(fifo.clone()),
             });
-            let _ = launch.child.wait();
+            launch.reap();
             let pid = pid?;
             launch.network_ready()?;
             launch.detach();
@@ -240,7 +244,11 @@ impl Runtime {
             if !pid_alive(saved.pid) || Instant::now() >= deadline {
                 return Err(BundleError::Vanished { id: id.into() });
             }
-            std::thread::sleep(Duration::from_millis(2));
+            // Until pid 1 writes; woken at once when it does, checked again after a while.
+            use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+            use std::os::fd::AsFd;
+            let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(POLL_SLICE_MS));
         }
         let _ = std::fs::remove_file(&fifo);
         Ok(())
@@ -266,6 +274,22 @@ impl Runtime {
             annotations: saved.annotations,
             created: saved.created,
         })
+    }
+
+    /// `run`: create, start, wait and delete, as `runc run` does; the container's exit code
+    /// (128 + the signal that ended it). The caller becomes pid 1's subreaper, so it is
+    /// reaped here whatever its original parent was.
+    pub fn run(&self, id: &str, bundle: &Path, pid_file: Option<&Path>) -> Result<i32> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| io("cannot become a subreaper")(e.into()))?;
+        let pid = self.create(id, bundle, pid_file)?;
+        if let Err(e) = self.start(id) {
+            let _ = self.delete(id, true);
+            return Err(e);
+        }
+        let code = wait_exit(pid);
+        self.delete(id, true)?;
+        Ok(code)
     }
 
     /// `kill`: a signal to pid 1 (or, with `all`, to every process in the cgroup).
@@ -304,6 +328,19 @@ impl Runtime {
         }
         cgroup.remove()?;
         std::fs::remove_dir_all(&dir).map_err(io(format!("cannot remove {}", dir.display())))
+    }
+}
+
+/// Waits for a child (or adopted orphan) to exit; its exit code, 128 + signal when killed.
+fn wait_exit(pid: i32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
     }
 }
 

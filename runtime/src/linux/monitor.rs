@@ -213,14 +213,12 @@ fn launch(
     resources
         .pumps
         .push(pump(err_read, Stream::Stderr, log.clone(), output.mirror));
-    let stage_one = Pid::from_raw(launch.child.id() as i32);
-    if let Err(e) = cgroup.add_task(stage_one) {
-        let _ = launch.child.kill();
-        let _ = launch.child.wait();
+    if let Err(e) = cgroup.add_task(launch.pid) {
+        launch.abort();
         return Err(e.into());
     }
     let pid = launch.configure(plan.init.clone());
-    let _ = launch.child.wait();
+    launch.reap();
     let pid = Pid::from_raw(pid?);
     resources.pid = Some(pid);
     record.pid = Some(pid.as_raw());

@@ -22,6 +22,7 @@ use super::exec::Exec;
 use super::namespaces;
 use super::rootfs::{self, Overlay};
 use super::syscall::{LinuxSyscall, Syscall};
+use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -117,7 +118,8 @@ impl Channel {
 
 /// The launcher's handle on an init process being set up.
 pub struct Launch {
-    pub child: Child,
+    /// Stage one of the init process.
+    pub pid: Pid,
     channel: Channel,
 }
 
@@ -129,7 +131,7 @@ impl Launch {
         let theirs = OwnedFd::from(theirs);
         set_cloexec(&theirs, false).map_err(spawn)?;
         let [stdin, stdout, stderr] = stdio;
-        let child = Command::new("/proc/self/exe")
+        let _child: Child = Command::new("/proc/self/exe")
             .arg("init")
             .env(CHANNEL_FD_ENV, theirs.as_raw_fd().to_string())
             .stdin(stdin)
@@ -139,9 +141,48 @@ impl Launch {
             .map_err(spawn)?;
         drop(theirs);
         Ok(Self {
-            child,
+            pid: Pid::from_raw(_child.id() as i32),
             channel: Channel::new(ours).map_err(spawn)?,
         })
+    }
+
+    /// Like [`Launch::spawn`] with the caller's stdio, but a single-threaded caller (`skiff
+    /// oci`) forks instead of exec'ing skiff again, which saves a large binary's exec per
+    /// container. A caller with other threads falls back to `spawn`.
+    pub fn fork_or_spawn() -> Result<Self> {
+        if !single_threaded() {
+            return Self::spawn([Stdio::inherit(), Stdio::inherit(), Stdio::inherit()]);
+        }
+        let spawn = |error| ProcessError::Spawn { error };
+        let (ours, theirs) = UnixStream::pair().map_err(spawn)?;
+        match fork().map_err(|e| spawn(e.into()))? {
+            nix::unistd::ForkResult::Child => {
+                drop(ours);
+                let code = match Channel::new(theirs) {
+                    Ok(channel) => init_with(channel),
+                    Err(_) => 125,
+                };
+                std::process::exit(code)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(theirs);
+                Ok(Self {
+                    pid: child,
+                    channel: Channel::new(ours).map_err(spawn)?,
+                })
+            }
+        }
+    }
+
+    /// Reaps stage one (it exits once pid 1 is forked, or on failure).
+    pub fn reap(&self) {
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+
+    /// Kills and reaps stage one (the launcher failed before configuring it).
+    pub fn abort(&self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        self.reap();
     }
 
     /// Sends the config; returns pid 1's pid.
@@ -229,13 +270,23 @@ fn set_cloexec(fd: &OwnedFd, on: bool) -> std::io::Result<()> {
 /// `skiff init`: runs in the fresh process the launcher spawned. Returns the exit code of
 /// stage one; pid 1 never returns here (it execs, or exits as the reaper).
 pub fn init_main() -> i32 {
-    let mut channel = match take_channel() {
-        Ok(channel) => channel,
+    match take_channel() {
+        Ok(channel) => init_with(channel),
         Err(e) => {
             eprintln!("skiff init: {e}; this command is run by skiff itself, not by hand");
-            return 125;
+            125
         }
-    };
+    }
+}
+
+/// True when this process has one thread, so a forked child may run normal code.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| tasks.count() == 1)
+        .unwrap_or(false)
+}
+
+fn init_with(mut channel: Channel) -> i32 {
     let config = match channel.receive() {
         Ok(Some(Message::Config(config))) => *config,
         _ => return 125,
@@ -287,8 +338,9 @@ fn stage_one(sys: &dyn Syscall, mut channel: Channel, config: &InitConfig) -> i3
 
 #[allow(unsafe_code)]
 pub(super) fn fork() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: `skiff init` is a fresh exec that never starts a second thread (no async
-    // runtime, no engine), so the child may allocate and run normal code after fork.
+    // SAFETY: callers fork only from a single-threaded process: `skiff init`, a fresh exec
+    // that never starts a second thread, or a launcher that checked (`fork_or_spawn`), so the
+    // child may allocate and run normal code after fork.
     unsafe { nix::unistd::fork() }
 }
 
