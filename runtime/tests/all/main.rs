@@ -11,6 +11,7 @@ mod gateway;
 mod http;
 mod layout;
 mod limits;
+mod linux;
 mod oci;
 mod registry;
 mod run;
