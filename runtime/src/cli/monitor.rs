@@ -25,7 +25,12 @@ impl MonitorCommand {
             let mut stdout = std::io::stdout();
             let _ = match started {
                 Ok(record) => writeln!(stdout, "started {}", record.id),
-                Err(e) => writeln!(stdout, "failed {}", e.to_string().replace('\n', " ")),
+                Err(e) => writeln!(
+                    stdout,
+                    "failed {} {}",
+                    super::run::exit_code_for(e),
+                    e.to_string().replace('\n', " ")
+                ),
             };
             let _ = stdout.flush();
         });
@@ -33,7 +38,7 @@ impl MonitorCommand {
             Ok(code) => Ok(code),
             Err(e) => {
                 // Before `started` was called (no plan, no record): tell the CLI.
-                println!("failed {e}");
+                println!("failed 125 {e}");
                 Err(e.into())
             }
         }

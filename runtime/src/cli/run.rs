@@ -3,6 +3,8 @@
 
 mod linux;
 
+pub use linux::exit_code_for;
+
 use super::registry_options::RegistryOptions;
 use crate::gateway::{self, GatewayConfig};
 use crate::oci::image::ImageKind;

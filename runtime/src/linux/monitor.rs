@@ -39,9 +39,9 @@ pub struct RunPlan {
 pub enum MonitorError {
     #[error(transparent)]
     Container(#[from] container::ContainerError),
-    #[error("cgroup: {0}")]
+    #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
-    #[error("network: {0}")]
+    #[error(transparent)]
     Net(#[from] net::NetError),
     #[error(transparent)]
     Process(#[from] super::process::ProcessError),

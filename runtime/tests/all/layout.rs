@@ -168,7 +168,7 @@ fn a_layout_skopeo_wrote_loads_and_runs_by_digest() {
 }
 
 #[test]
-fn a_linux_image_from_umoci_loads_but_does_not_run_yet() {
+fn a_linux_image_from_umoci_loads_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let image = busybox_layout(dir.path(), "sh");
     // umoci tags by `org.opencontainers.image.ref.name` alone, and keeps the blobs of the
@@ -210,10 +210,17 @@ fn a_linux_image_from_umoci_loads_but_does_not_run_yet() {
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(line.contains(" 1 ") && line.contains("linux"), "{line}");
     skiff
-        .run(["run", "example.com/tools/busybox:1"])
-        .expect_code(125)
-        .stderr_has("is a Linux image")
-        .stderr_has("cannot run Linux images yet");
+        .run([
+            "run",
+            "--net",
+            "none",
+            "--rm",
+            "example.com/tools/busybox:1",
+            "echo",
+            "loaded-and-ran",
+        ])
+        .expect_code(0)
+        .stdout_has("loaded-and-ran");
 
     // skopeo writes the same image as a `docker save` archive: a layer named by its digest,
     // linked from a legacy `<id>/layer.tar`.

@@ -165,11 +165,19 @@ pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::
     };
     match monitor::run(&containers, data_dir, &id, output, |_| {}) {
         Ok(code) => Ok(code),
-        Err(MonitorError::Process(ProcessError::Container(message))) => {
-            eprintln!("skiff: error: {message}");
-            Ok(EXIT_CANNOT_EXEC)
+        Err(e) => {
+            eprintln!("skiff: error: {e}");
+            Ok(exit_code_for(&e))
         }
-        Err(e) => Err(e.into()),
+    }
+}
+
+/// The exit code for a container that could not be started: 127 when its command could not
+/// be run (as Docker's), 125 for skiff's own failures.
+pub fn exit_code_for(error: &MonitorError) -> i32 {
+    match error {
+        MonitorError::Process(ProcessError::Container(_)) => EXIT_CANNOT_EXEC,
+        _ => 125,
     }
 }
 
@@ -262,9 +270,10 @@ fn detach(data_dir: &Path, dir: &Path, id: &str) -> anyhow::Result<i32> {
             println!("{id}");
             Ok(0)
         }
-        Some(("failed", message)) => {
+        Some(("failed", rest)) => {
+            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
             eprintln!("skiff: error: {message}");
-            Ok(EXIT_CANNOT_EXEC)
+            Ok(code.parse().unwrap_or(125))
         }
         _ => {
             let _ = monitor.wait();

@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn linux_images_pull_in_oci_and_docker_formats_and_say_they_cannot_run_yet() {
+fn linux_images_pull_in_oci_and_docker_formats_and_run() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let layout = busybox_layout(work.path(), "true");
@@ -77,10 +77,26 @@ fn linux_images_pull_in_oci_and_docker_formats_and_say_they_cannot_run_yet() {
         "{blobs} blobs for 3 manifests, their configs and 2 layers"
     );
 
-    let ran = skiff.run(["run", &registry.reference("linux/oci-gzip:oci-gzip")]);
-    ran.expect_code(125)
-        .stderr_has("is a Linux image")
-        .stderr_has("cannot run Linux images yet");
+    // Each format's layers unpack into snapshots and run (the image's entrypoint is busybox).
+    for image in [
+        "linux/oci-gzip:oci-gzip",
+        "linux/docker:docker",
+        "linux/oci-zstd:oci-zstd",
+    ] {
+        let reference = registry.reference(image);
+        skiff
+            .run([
+                "run",
+                "--net",
+                "none",
+                "--rm",
+                &reference,
+                "echo",
+                "pulled-and-ran",
+            ])
+            .expect_code(0)
+            .stdout_has("pulled-and-ran");
+    }
 }
 
 /// Pushes the single image of an OCI layout directory byte for byte.
