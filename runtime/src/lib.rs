@@ -7,14 +7,17 @@
 //!   client arrive with the OCI issue).
 //! - [`wasm`]: the Wasm executor: engine, compile cache, capabilities, limits, commands and
 //!   HTTP functions (`wasi:http/proxy` components and WAGI modules).
+//! - [`linux`]: the Linux executor: confined unpacking into layer snapshots, runtime specs,
+//!   namespaces, overlay roots, capabilities and seccomp, cgroups v1 and v2, networking, the
+//!   monitor of a `skiff run` container and the OCI runtime verbs.
 //! - [`instance`]: the seam executors implement and the gateway drives.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
 //! - [`cli`]: one file per verb.
 //!
-//! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` knows `instance`,
-//! `units` and (soon) `oci`; `gateway` knows `instance`, never a concrete executor; `cli`
-//! wires them together. Still to come, each with its issue: the rest of `oci` (references,
-//! registry), `linux` (namespaces, cgroups, overlay roots), `sched`, `state`, `api`.
+//! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
+//! from `oci` and never touch each other or the gateway; `gateway` knows `instance`, never a
+//! concrete executor; `cli` wires them together. Still to come, each with its issue: `sched`,
+//! `state`, `api`.
 
 pub mod cli;
 pub mod gateway;

@@ -15,9 +15,14 @@
 //!   mounts and `pivot_root`, capabilities, `no_new_privs` and seccomp.
 //! - [`cgroups`]: memory, CPU and pids limits, v1 and v2 each behind one trait.
 //! - [`net`]: `none`, `host` or a bridge with a veth per container and published ports.
-//! - [`process`]: the init stages that turn a spec into a running process.
-//! - [`container`]: one container's state on disk and its lifecycle (create, start, kill,
-//!   delete), shared by `skiff run` and the OCI runtime command line (`skiff oci`).
+//! - [`user`]: `--user` and the image's `User` resolved against the container's own files.
+//! - [`process`]: the init stages that turn a spec into a running process, and the channel
+//!   the launcher drives them over; [`exec`] the last steps before `execve`; [`reaper`] skiff
+//!   as pid 1 of a `skiff run` container, forwarding signals and reaping orphans.
+//! - [`monitor`]: a `skiff run` container's life (cgroup, network, ports, log, exit status),
+//!   in the foreground CLI or a detached monitor; [`container`] its record on disk.
+//! - [`bundle`]: the OCI runtime verbs on a bundle (create, start, state, kill, delete, run),
+//!   for `skiff oci` and callers such as podman and containerd.
 //!
 //! This module reads from `oci` (images, layers) and never touches the scheduler or gateway.
 

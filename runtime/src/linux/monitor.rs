@@ -333,7 +333,7 @@ pub struct LogEntry {
     pub log: String,
 }
 
-/// The container's log: JSON lines, rotated once past [`MAX_LOG_BYTES`].
+/// The container's log: JSON lines, rotated once past `MAX_LOG_BYTES`.
 pub struct LogFile {
     path: PathBuf,
     file: std::fs::File,

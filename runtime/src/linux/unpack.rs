@@ -11,7 +11,7 @@
 //! - symlinks are created verbatim (`/bin/busybox` is a normal target) and never resolved;
 //! - hard links must name an entry earlier in the same layer, resolved inside `dest`;
 //! - character and block devices and fifos are dropped and reported in [`UnpackReport`];
-//! - OCI whiteouts become overlayfs whiteouts ([`whiteout`]);
+//! - OCI whiteouts become overlayfs whiteouts (`whiteout`);
 //! - the stream is hashed (the layer's DiffID) and counted while it is read, and unpacking
 //!   stops once it expands past [`UnpackLimits::max_expanded_bytes`].
 //!

@@ -5,9 +5,9 @@
 //! which every call names by that process's pid. In flow order:
 //!
 //! - [`loopback_up`]: `lo` up inside the namespace (`none` and `bridge`; `host` shares the host's).
-//! - [`attach`]: the bridge (`skiff0`, gateway `10.89.0.1/16`), an address lease ([`ipam`]), a
-//!   veth pair whose peer becomes the container's `eth0` ([`bridge`]), and outbound NAT ([`nat`]).
-//! - [`publish`]: a userland TCP proxy from host ports to the container's address ([`ports`]).
+//! - [`attach`]: the bridge (`skiff0`, gateway `10.89.0.1/16`), an address lease (`ipam`), a
+//!   veth pair whose peer becomes the container's `eth0` (`bridge`), and outbound NAT (`nat`).
+//! - [`publish`]: a userland TCP proxy from host ports to the container's address (`ports`).
 //! - [`detach`]: the host veth deleted and the lease released.
 //!
 //! Links, addresses and routes are configured through netlink, never by running `ip`; only the
