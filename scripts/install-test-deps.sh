@@ -11,6 +11,7 @@
 #   crun             (crun)             the peer the Linux benchmark runs beside skiff
 #   podman           (podman)           drives skiff as its OCI runtime in a test
 #   nft              (nftables)         the bridge network's one NAT rule
+#   curl, nsenter    (curl, util-linux) fetch from a published port inside a test netns
 #   import oras      (PyPI: oras)       oras-py, a second OCI artifact client (python3)
 #   libseccomp.pc    (libseccomp-dev)   builds the seccomp filter (the libseccomp crate links it)
 set -euo pipefail
@@ -37,10 +38,12 @@ declare -A providers=(
     [crun]=crun
     [podman]=podman
     [nft]=nftables
+    [curl]=curl
+    [nsenter]=util-linux
 )
 
 missing=()
-for cmd in docker-registry skopeo umoci busybox htpasswd jq file crun podman nft; do
+for cmd in docker-registry skopeo umoci busybox htpasswd jq file crun podman nft curl nsenter; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing+=("${providers[$cmd]}")
     fi

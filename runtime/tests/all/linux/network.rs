@@ -29,6 +29,25 @@ fn a_published_port_answers_from_the_container() {
         response.ends_with("\r\n\r\nhello from busybox httpd\n"),
         "{response}"
     );
+    // And as users fetch it: curl, in the namespace.
+    let curl = Command::new("nsenter")
+        .arg(format!("--net={}", netns.path().display()))
+        .args([
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "http://127.0.0.1:8080/",
+        ])
+        .output()
+        .expect("running curl");
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "hello from busybox httpd\n",
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
     let line = linux.ps_line("web").unwrap();
     assert!(line.contains("0.0.0.0:8080:80"), "{line}");
     // The bridge and the container's veth exist only in the test's namespace.
@@ -135,4 +154,88 @@ fn a_port_in_use_is_refused_and_nothing_is_lost() {
         ran.expect_code(125).stderr_has("-p has no effect");
     }
     assert_eq!(linux.ids(), before);
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_behind_the_host() {
+    let Some(linux) = linux() else { return };
+    let netns = Netns::new();
+    // An "outside" host beyond the test's namespace, reachable only through it, with no route
+    // back to the bridge's subnet: only NAT lets the container talk to it.
+    let outside = Netns::new();
+    let (inner, outer) = (
+        format!("vi{}", std::process::id() % 100_000),
+        format!("vo{}", std::process::id() % 100_000),
+    );
+    tool(
+        "ip",
+        &[
+            "-n",
+            &netns.name,
+            "link",
+            "add",
+            &inner,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &outer,
+        ],
+    );
+    tool(
+        "ip",
+        &[
+            "-n",
+            &netns.name,
+            "link",
+            "set",
+            &outer,
+            "netns",
+            &outside.name,
+        ],
+    );
+    tool(
+        "ip",
+        &[
+            "-n",
+            &netns.name,
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            &inner,
+        ],
+    );
+    tool("ip", &["-n", &netns.name, "link", "set", &inner, "up"]);
+    tool(
+        "ip",
+        &[
+            "-n",
+            &outside.name,
+            "addr",
+            "add",
+            "192.0.2.2/24",
+            "dev",
+            &outer,
+        ],
+    );
+    tool("ip", &["-n", &outside.name, "link", "set", &outer, "up"]);
+    let linux = linux;
+    // The outside server answers with the address it sees the connection come from.
+    let listener = outside.enter(|| std::net::TcpListener::bind("192.0.2.2:0").unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut stream, peer) = listener.accept().unwrap();
+        stream.write_all(peer.ip().to_string().as_bytes()).unwrap();
+    });
+    let script = format!("nc 192.0.2.2 {port} </dev/null");
+    let ran = netns.run(&linux, &["run", "--rm", IMAGE, "sh", "-c", &script]);
+    ran.expect_code(0);
+    server.join().unwrap();
+    assert_eq!(
+        ran.stdout.trim(),
+        "192.0.2.1",
+        "the container's 10.89 address is masqueraded as the host's"
+    );
 }
