@@ -36,7 +36,17 @@ fn prune(data_dir: &Path) -> anyhow::Result<i32> {
         "removed {blobs} blobs and the compiled code of {programs} programs ({} freed from the compile cache)",
         ByteSize(bytes)
     );
-    let snapshots = Snapshots::open(data_dir)?.prune(&snapshot::images_chain_ids(&images)?)?;
+    // What stored images name, and what containers still run on after their image went.
+    let mut keep = snapshot::images_chain_ids(&images)?;
+    let containers = crate::linux::container::Containers::open(data_dir);
+    for lower in crate::linux::monitor::lowers_in_use(&containers)? {
+        if let Some(hex) = lower.file_name().and_then(|n| n.to_str())
+            && let Ok(chain_id) = format!("sha256:{hex}").parse()
+        {
+            keep.insert(chain_id);
+        }
+    }
+    let snapshots = Snapshots::open(data_dir)?.prune(&keep)?;
     println!("removed {snapshots} layer snapshots");
     Ok(0)
 }

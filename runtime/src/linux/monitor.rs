@@ -166,6 +166,20 @@ pub fn run(
     }
 }
 
+/// The snapshot directories the overlay roots of every recorded container use, so pruning
+/// keeps them even after their image is removed.
+pub fn lowers_in_use(containers: &Containers) -> Result<Vec<PathBuf>> {
+    let mut lowers = Vec::new();
+    for record in containers.list()? {
+        if let Ok(plan) = read_plan(&containers.dir(&record.id))
+            && let Some(overlay) = plan.init.overlay
+        {
+            lowers.extend(overlay.lowers);
+        }
+    }
+    Ok(lowers)
+}
+
 fn read_plan(dir: &Path) -> Result<RunPlan> {
     let path = dir.join("run.json");
     let bytes = std::fs::read(&path).map_err(io("cannot read the run plan"))?;

@@ -111,7 +111,7 @@ impl Snapshots {
 
     /// Unpacks every layer of `record` that has no snapshot yet, each checked against the
     /// DiffID its config names.
-    #[tracing::instrument(skip_all, fields(image = %record.name), err)]
+    #[tracing::instrument(skip_all, fields(image = %record.name), err(level = "debug"))]
     pub fn prepare(
         &self,
         images: &LocalImages,
@@ -202,7 +202,7 @@ impl Snapshots {
 
     /// Removes snapshots whose chain id is not in `keep`, and temp dirs whose process has
     /// exited. Returns the number of snapshots removed.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "debug"))]
     pub fn prune(&self, keep: &HashSet<Digest>) -> Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(&self.root).map_err(io_err(&self.root))? {

@@ -155,7 +155,7 @@ pub enum UnpackError {
     },
     #[error(
         "layer expands past the limit of {limit} bytes (at entry {path}); if the image is \
-         trusted and really this large, raise max_expanded_bytes in the unpack limits"
+         trusted and really this large, raise it with `--max-layer-size` (SKIFF_MAX_LAYER_SIZE)"
     )]
     TooLarge { path: String, limit: u64 },
     #[error(

@@ -13,6 +13,7 @@ use crate::linux::spec::{self, RunOptions, Volume};
 use crate::linux::unpack::UnpackLimits;
 use crate::oci::images::ImageRecord;
 use crate::oci::local::LocalImages;
+use crate::units::ByteSize;
 use anyhow::Context;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,15 @@ pub struct LinuxFlags {
     /// Publish a container port: HOSTPORT:CONTAINERPORT or IP:HOSTPORT:CONTAINERPORT
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<PortMapping>,
+
+    /// Refuse to unpack a layer that expands past this size (a decompression bomb)
+    #[arg(
+        long,
+        env = "SKIFF_MAX_LAYER_SIZE",
+        value_name = "SIZE",
+        default_value = "16g"
+    )]
+    max_layer_size: ByteSize,
 }
 
 impl LinuxFlags {
@@ -104,7 +114,13 @@ pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::
     flags.net.check_ports(&flags.publish)?;
     let images = LocalImages::open(data_dir)?;
     let prepared = Snapshots::open(data_dir)?
-        .prepare(&images, &image, &UnpackLimits::default())
+        .prepare(
+            &images,
+            &image,
+            &UnpackLimits {
+                max_expanded_bytes: flags.max_layer_size.0,
+            },
+        )
         .with_context(|| format!("cannot prepare {}", image.name))?;
 
     let id = container::new_id();

@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod network;
 mod run;
+mod snapshots;
 mod volumes;
 
 use crate::support::{Ran, Skiff, tool};
