@@ -420,7 +420,7 @@ fn expansion_past_the_limit_stops_with_a_clear_error() {
         matches!(&error, UnpackError::TooLarge { path, limit: 65536 } if path == "big"),
         "{error}"
     );
-    assert!(error.to_string().contains("max_expanded_bytes"), "{error}");
+    assert!(error.to_string().contains("--max-layer-size"), "{error}");
     let written = fs::metadata(sandbox.path("big")).map_or(0, |m| m.len());
     assert!(written <= 64 << 10, "{written}");
 }
