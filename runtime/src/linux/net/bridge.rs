@@ -15,7 +15,10 @@ use std::os::fd::AsRawFd;
 use futures_util::TryStreamExt;
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::ipam::Ipv4Subnet;
 use super::{NetError, Result};
@@ -112,9 +115,18 @@ pub(super) async fn create_veth(
 ) -> Result<()> {
     delete_link(handle, host).await?;
     delete_link(handle, peer).await?;
+    // The peer is created inside the container's namespace: moving it there afterwards
+    // (RTM_SETLINK with a netns) waits out a network RCU grace period, ~30 ms a container.
+    let peer_message = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_string())
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    let veth = LinkVeth::new(host, peer)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+        .build();
     handle
         .link()
-        .add(LinkVeth::new(host, peer).build())
+        .add(veth)
         .execute()
         .await
         .map_err(netlink_err("creating veth", host))?;
@@ -128,17 +140,7 @@ pub(super) async fn create_veth(
         .set(plug)
         .execute()
         .await
-        .map_err(netlink_err("attaching to the bridge", host))?;
-    let peer_index = require_index(handle, peer).await?;
-    let to_netns = LinkUnspec::new_with_index(peer_index)
-        .setns_by_fd(netns.as_raw_fd())
-        .build();
-    handle
-        .link()
-        .set(to_netns)
-        .execute()
-        .await
-        .map_err(netlink_err("moving into the container's namespace", peer))
+        .map_err(netlink_err("attaching to the bridge", host))
 }
 
 /// Deletes link `name` if it exists.

@@ -25,7 +25,29 @@ pub(super) fn enable(bridge: &str, subnet: &Ipv4Subnet) -> Result<()> {
     } else {
         fs::write(IP_FORWARD, "1").map_err(|error| NetError::Forwarding { error })?;
     }
+    // Checking is a read; installing commits a ruleset, which waits out an RCU grace period
+    // (~30 ms per container on our machines), so it happens only when the rule is missing.
+    if rule_present(bridge, subnet) {
+        return Ok(());
+    }
     run_nft(&script(bridge, subnet))
+}
+
+/// True when the chain holds exactly the rule `script` adds.
+fn rule_present(bridge: &str, subnet: &Ipv4Subnet) -> bool {
+    let Ok(output) = Command::new("nft")
+        .args(["list", "chain", "ip", "skiff", &chain_name(bridge)])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    let listed = String::from_utf8_lossy(&output.stdout);
+    output.status.success()
+        && listed.contains(&format!(
+            "ip saddr {subnet} oifname != \"{bridge}\" masquerade"
+        ))
 }
 
 fn chain_name(bridge: &str) -> String {
