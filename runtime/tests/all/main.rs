@@ -12,6 +12,8 @@ mod http;
 mod layout;
 mod limits;
 mod oci;
+mod oci_runtime;
 mod registry;
 mod run;
 mod support;
+mod unpack;
