@@ -13,6 +13,8 @@ mod layout;
 mod limits;
 mod linux;
 mod oci;
+mod oci_runtime;
 mod registry;
 mod run;
 mod support;
+mod unpack;
