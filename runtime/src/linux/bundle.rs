@@ -346,10 +346,14 @@ fn wait_exit(pid: i32) -> i32 {
 
 fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|e| BundleError::Config {
+    let config = |detail: String| BundleError::Config {
         path: path.clone(),
-        detail: e.to_string(),
-    })?;
+        detail,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| config(e.to_string()))?;
+    // serde_json directly: its errors name the field, line and column (oci-spec's wrapper
+    // says only "serde failed").
+    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| config(e.to_string()))?;
     if !spec.version().starts_with("1.") {
         return Err(BundleError::Version {
             path,
