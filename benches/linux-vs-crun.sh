@@ -14,7 +14,7 @@
 #
 # Debian's crun 1.8 refuses this machine's hybrid cgroup layout, so everything runs in a
 # private mount namespace (`unshare -m`) with /sys/fs/cgroup/unified unmounted, both
-# runtimes alike. Needs: cargo, hyperfine, crun, umoci, busybox-static, jq, python3, curl.
+# runtimes alike, and in a network namespace of its own (`unshare -n`). Needs: cargo, hyperfine, crun, umoci, busybox-static, jq, python3, curl.
 set -euo pipefail
 
 RUNS=200
@@ -36,12 +36,14 @@ if [ -z "${SKIFF_BENCH_INNER:-}" ]; then
     echo "==> building skiff (release) and the busybox sample" >&2
     bash "$ROOT/samples/linux/busybox/build.sh" >/dev/null
     cargo build --release --locked -p skiff --manifest-path "$ROOT/Cargo.toml" >&2
-    # The rest runs where crun accepts the cgroup layout.
-    exec unshare -m env SKIFF_BENCH_INNER=1 bash "${BASH_SOURCE[0]}" --runs "$RUNS" \
+    # The rest runs where crun accepts the cgroup layout, in a network namespace of its own
+    # (skiff's bridge and NAT rule never touch the host's network).
+    exec unshare -m -n env SKIFF_BENCH_INNER=1 bash "${BASH_SOURCE[0]}" --runs "$RUNS" \
         --first-byte-runs "$FIRST_BYTE_RUNS"
 fi
 
 mount --make-rprivate /
+ip link set lo up
 if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
