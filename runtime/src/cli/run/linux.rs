@@ -110,6 +110,13 @@ impl LinuxFlags {
 }
 
 pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "{} is a Linux image, and running Linux containers needs root (skiff has no \
+             rootless mode yet); run skiff as root",
+            image.name
+        );
+    }
     let flags = &command.linux;
     flags.net.check_ports(&flags.publish)?;
     let images = LocalImages::open(data_dir)?;
