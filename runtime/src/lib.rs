@@ -11,18 +11,20 @@
 //!   namespaces, overlay roots, capabilities and seccomp, cgroups v1 and v2, networking, the
 //!   monitor of a `skiff run` container and the OCI runtime verbs.
 //! - [`instance`]: the seam executors implement and the gateway drives.
+//! - [`state`]: durable state in SQLite: deployed apps, recorded instances, events.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
 //! - [`cli`]: one file per verb.
 //!
 //! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
 //! from `oci` and never touch each other or the gateway; `gateway` knows `instance`, never a
-//! concrete executor; `cli` wires them together. Still to come, each with its issue: `sched`,
-//! `state`, `api`.
+//! concrete executor; `cli` wires them together. `state` depends on nothing else in
+//! skiff. Still to come, each with its issue: `sched`, `api`.
 
 pub mod cli;
 pub mod gateway;
 pub mod instance;
 pub mod linux;
 pub mod oci;
+pub mod state;
 pub mod units;
 pub mod wasm;
