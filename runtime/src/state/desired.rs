@@ -366,3 +366,228 @@ fn parse_spec(text: &str, what: impl FnOnce() -> String) -> Result<Value> {
 fn gen_sql(generation: u64) -> i64 {
     i64::try_from(generation).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::temp_store;
+    use serde_json::json;
+
+    fn w(name: &str, kind: WorkloadKind, spec: Value) -> WorkloadRecord {
+        WorkloadRecord {
+            name: name.to_string(),
+            kind,
+            spec,
+        }
+    }
+
+    fn shop() -> Vec<WorkloadRecord> {
+        vec![
+            w(
+                "api",
+                WorkloadKind::Function,
+                json!({"route": "/api", "max": 100}),
+            ),
+            w("cache", WorkloadKind::Service, json!({"image": "redis:7"})),
+            w("migrate", WorkloadKind::Job, json!({"retries": 3})),
+        ]
+    }
+
+    fn generations(app: &AppRecord) -> Vec<(String, u64)> {
+        app.workloads
+            .iter()
+            .map(|w| (w.name.clone(), w.generation))
+            .collect()
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_app_adds_every_workload_at_generation_one() {
+        let (_dir, store) = temp_store();
+        let out = store.put_app("shop", &json!({"v": 1}), &shop()).unwrap();
+        assert!(out.created && !out.is_noop());
+        assert_eq!(out.generation, 1);
+        assert_eq!(out.added, names(&["api", "cache", "migrate"]));
+        let app = store.get_app("shop").unwrap().unwrap();
+        assert_eq!(app.generation, 1);
+        assert_eq!(app.spec, json!({"v": 1}));
+        assert_eq!(app.created, app.updated);
+        assert_eq!(
+            generations(&app),
+            [
+                ("api".into(), 1),
+                ("cache".into(), 1),
+                ("migrate".into(), 1)
+            ]
+        );
+        assert_eq!(app.workloads[1].kind, WorkloadKind::Service);
+        assert_eq!(app.workloads[1].spec, json!({"image": "redis:7"}));
+    }
+
+    #[test]
+    fn an_identical_put_changes_nothing() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({"v": 1}), &shop()).unwrap();
+        let before = store.get_app("shop").unwrap().unwrap();
+        let mut reordered = shop();
+        reordered.reverse();
+        // Key order in a spec does not matter either.
+        reordered[2].spec = serde_json::from_str(r#"{"max": 100, "route": "/api"}"#).unwrap();
+        let out = store.put_app("shop", &json!({"v": 1}), &reordered).unwrap();
+        assert!(out.is_noop(), "{out:?}");
+        assert_eq!(out.generation, 1);
+        assert_eq!(out.unchanged, names(&["api", "cache", "migrate"]));
+        assert_eq!(store.get_app("shop").unwrap().unwrap(), before);
+    }
+
+    #[test]
+    fn a_put_adds_changes_and_removes_exactly_what_differs() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({"v": 1}), &shop()).unwrap();
+        let mut next = shop();
+        next[0].spec = json!({"route": "/api", "max": 50});
+        next[2] = w("worker", WorkloadKind::Service, json!({}));
+        let out = store.put_app("shop", &json!({"v": 1}), &next).unwrap();
+        assert_eq!(out.generation, 2);
+        assert!(!out.created && !out.spec_changed);
+        assert_eq!(out.added, names(&["worker"]));
+        assert_eq!(out.changed, names(&["api"]));
+        assert_eq!(out.removed, names(&["migrate"]));
+        assert_eq!(out.unchanged, names(&["cache"]));
+        let app = store.get_app("shop").unwrap().unwrap();
+        assert_eq!(app.generation, 2);
+        assert_eq!(
+            generations(&app),
+            [("api".into(), 2), ("cache".into(), 1), ("worker".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_changed_kind_is_a_change() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        let mut next = shop();
+        next[1].kind = WorkloadKind::Job;
+        let out = store.put_app("shop", &json!({}), &next).unwrap();
+        assert_eq!(out.changed, names(&["cache"]));
+        let app = store.get_app("shop").unwrap().unwrap();
+        assert_eq!(app.workloads[1].kind, WorkloadKind::Job);
+        assert_eq!(app.workloads[1].generation, 2);
+    }
+
+    #[test]
+    fn a_changed_app_spec_bumps_only_the_app() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({"v": 1}), &shop()).unwrap();
+        let out = store.put_app("shop", &json!({"v": 2}), &shop()).unwrap();
+        assert!(out.spec_changed && !out.is_noop());
+        assert_eq!(out.generation, 2);
+        assert_eq!(out.unchanged.len(), 3);
+        let app = store.get_app("shop").unwrap().unwrap();
+        assert_eq!(app.spec, json!({"v": 2}));
+        assert!(app.workloads.iter().all(|w| w.generation == 1));
+    }
+
+    #[test]
+    fn duplicate_workload_names_are_refused_and_nothing_is_written() {
+        let (_dir, store) = temp_store();
+        let mut twice = shop();
+        twice.push(w("cache", WorkloadKind::Service, json!({})));
+        let err = store.put_app("shop", &json!({}), &twice).unwrap_err();
+        assert!(
+            matches!(err, StateError::DuplicateWorkload { ref workload, .. } if workload == "cache")
+        );
+        assert!(err.to_string().contains("unique name"), "{err}");
+        assert!(store.get_app("shop").unwrap().is_none());
+    }
+
+    #[test]
+    fn list_get_and_delete() {
+        let (_dir, store) = temp_store();
+        assert!(store.list_apps().unwrap().is_empty());
+        assert!(store.get_app("shop").unwrap().is_none());
+        store.put_app("web", &json!({}), &[]).unwrap();
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        let listed: Vec<_> = store
+            .list_apps()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(listed, names(&["shop", "web"]));
+        assert!(store.delete_app("shop").unwrap());
+        assert!(!store.delete_app("shop").unwrap());
+        let left: i64 = store
+            .lock()
+            .query_row("SELECT count(*) FROM workloads", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0, "workloads went with their app");
+        let out = store.put_app("shop", &json!({}), &shop()).unwrap();
+        assert!(
+            out.created && out.generation == 1,
+            "a re-created app starts over"
+        );
+    }
+
+    #[test]
+    fn scale_overrides_survive_puts_and_move_no_generation() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        store.set_scale("shop", "cache", Some(3)).unwrap();
+        let scale = |store: &Store| {
+            let app = store.get_app("shop").unwrap().unwrap();
+            (
+                app.generation,
+                app.workloads[1].generation,
+                app.workloads[1].scale,
+            )
+        };
+        assert_eq!(scale(&store), (1, 1, Some(3)));
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        assert_eq!(scale(&store), (1, 1, Some(3)));
+        let mut next = shop();
+        next[1].spec = json!({"image": "redis:8"});
+        store.put_app("shop", &json!({}), &next).unwrap();
+        assert_eq!(scale(&store), (2, 2, Some(3)));
+        store.set_scale("shop", "cache", None).unwrap();
+        assert_eq!(scale(&store), (2, 2, None));
+    }
+
+    #[test]
+    fn scaling_what_is_not_deployed_says_which() {
+        let (_dir, store) = temp_store();
+        let err = store.set_scale("shop", "cache", Some(1)).unwrap_err();
+        assert!(matches!(err, StateError::AppNotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("`skiff apps`"), "{err}");
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        let err = store.set_scale("shop", "db", Some(1)).unwrap_err();
+        assert!(
+            matches!(err, StateError::WorkloadNotFound { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "app shop has no workload db; list its workloads with `skiff apps shop`"
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_in_the_file_is_reported() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        let conn = store.lock();
+        conn.execute_batch("PRAGMA ignore_check_constraints = ON")
+            .unwrap();
+        conn.execute(
+            "UPDATE workloads SET kind = 'daemon' WHERE name = 'cache'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let err = store.get_app("shop").unwrap_err();
+        assert!(err.to_string().contains("\"daemon\""), "{err}");
+    }
+}

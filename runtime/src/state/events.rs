@@ -26,7 +26,7 @@ pub struct NewEvent {
 }
 
 /// An event as stored and streamed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Strictly increasing, never reused, even after trimming.
     pub seq: u64,
@@ -180,4 +180,103 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
         kind: r.get(5)?,
         message: r.get(6)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::EVENT_CHANNEL_CAPACITY;
+    use crate::state::tests::temp_store;
+
+    fn event(n: usize) -> NewEvent {
+        NewEvent {
+            app: Some("shop".into()),
+            workload: Some("api".into()),
+            instance: None,
+            kind: "started".into(),
+            message: format!("event {n}"),
+        }
+    }
+
+    fn seqs(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn append_numbers_events_and_since_pages_through_them() {
+        let (_dir, store) = temp_store();
+        let first = store.append_event(&event(1)).unwrap();
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.message, "event 1");
+        for n in 2..=5 {
+            store.append_event(&event(n)).unwrap();
+        }
+        let all = store.events_since(0, 100).unwrap();
+        assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
+        assert_eq!(all[0], first);
+        assert_eq!(seqs(&store.events_since(2, 2).unwrap()), [3, 4]);
+        assert!(store.events_since(5, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn trim_keeps_the_newest_and_never_reuses_a_seq() {
+        let (_dir, store) = temp_store();
+        for n in 1..=10 {
+            store.append_event(&event(n)).unwrap();
+        }
+        assert_eq!(store.trim_events(3).unwrap(), 7);
+        assert_eq!(seqs(&store.events_since(0, 100).unwrap()), [8, 9, 10]);
+        assert_eq!(store.trim_events(3).unwrap(), 0);
+        assert_eq!(store.trim_events(0).unwrap(), 3);
+        assert_eq!(store.append_event(&event(11)).unwrap().seq, 11);
+    }
+
+    #[test]
+    fn subscribers_see_appended_events_in_order() {
+        let (_dir, store) = temp_store();
+        store.append_event(&event(0)).unwrap();
+        let mut stream = store.subscribe();
+        assert_eq!(stream.try_next(), None, "only events after subscribe");
+        let a = store.append_event(&event(1)).unwrap();
+        let b = store.append_event(&event(2)).unwrap();
+        assert_eq!(stream.try_next(), Some(StreamItem::Event(a)));
+        assert_eq!(stream.try_next(), Some(StreamItem::Event(b)));
+        assert_eq!(stream.try_next(), None);
+    }
+
+    #[test]
+    fn a_lagging_subscriber_gets_a_marker_and_can_catch_up_from_the_table() {
+        let (_dir, store) = temp_store();
+        let mut stream = store.subscribe();
+        store.append_event(&event(1)).unwrap();
+        assert!(matches!(stream.try_next(), Some(StreamItem::Event(e)) if e.seq == 1));
+        let over = 6;
+        for n in 0..EVENT_CHANNEL_CAPACITY + over {
+            store.append_event(&event(n)).unwrap();
+        }
+        let lagged = stream.try_next();
+        assert_eq!(
+            lagged,
+            Some(StreamItem::Lagged {
+                missed: over as u64,
+                after: 1
+            })
+        );
+        let gap = store.events_since(1, over).unwrap();
+        assert_eq!(seqs(&gap), (2..2 + over as u64).collect::<Vec<_>>());
+        let Some(StreamItem::Event(next)) = stream.try_next() else {
+            panic!("the stream goes on after the marker");
+        };
+        assert_eq!(next.seq, 2 + over as u64, "it resumes where the gap ends");
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_store_is_dropped() {
+        let (_dir, store) = temp_store();
+        let mut stream = store.subscribe();
+        let appended = store.append_event(&event(1)).unwrap();
+        drop(store);
+        assert_eq!(stream.next().await, Some(StreamItem::Event(appended)));
+        assert_eq!(stream.next().await, None);
+    }
 }

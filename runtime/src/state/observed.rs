@@ -339,3 +339,97 @@ impl RawInstance {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::temp_store;
+
+    #[test]
+    fn an_instance_round_trips_with_every_field() {
+        let (_dir, store) = temp_store();
+        let mut i = InstanceRecord::new("i1", "shop", "cache", InstanceKind::Linux, 4);
+        i.state = InstanceState::Running;
+        i.pid = Some(4242);
+        i.pid_start = Some(987_654_321);
+        i.container_id = Some("shop-cache-1".into());
+        i.address = Some("10.88.0.5:6379".into());
+        store.insert_instance(&i).unwrap();
+        let got = store.get_instance("i1").unwrap().unwrap();
+        assert!(got.updated >= got.started);
+        i.started = from_millis(to_millis(i.started));
+        i.updated = got.updated;
+        assert_eq!(got, i);
+        assert!(store.get_instance("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_insert_of_one_id_is_refused() {
+        let (_dir, store) = temp_store();
+        let i = InstanceRecord::new("i1", "shop", "api", InstanceKind::Wasm, 1);
+        store.insert_instance(&i).unwrap();
+        let err = store.insert_instance(&i).unwrap_err();
+        assert!(matches!(err, StateError::InstanceExists { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn updates_change_the_state_and_keep_what_they_leave_out() {
+        let (_dir, store) = temp_store();
+        let i = InstanceRecord::new("i1", "shop", "cache", InstanceKind::Linux, 1);
+        store.insert_instance(&i).unwrap();
+        let starting = InstanceUpdate::to(InstanceState::Starting)
+            .process(77, 1234)
+            .container_id("c1");
+        store.update_instance_state("i1", &starting).unwrap();
+        let running = InstanceUpdate::to(InstanceState::Running).address("10.0.0.2:80");
+        store.update_instance_state("i1", &running).unwrap();
+        let exited = InstanceUpdate::to(InstanceState::Exited).reason("exit status 1");
+        store.update_instance_state("i1", &exited).unwrap();
+        let got = store.get_instance("i1").unwrap().unwrap();
+        assert_eq!(got.state, InstanceState::Exited);
+        assert_eq!((got.pid, got.pid_start), (Some(77), Some(1234)));
+        assert_eq!(got.container_id.as_deref(), Some("c1"));
+        assert_eq!(got.address.as_deref(), Some("10.0.0.2:80"));
+        assert_eq!(got.reason.as_deref(), Some("exit status 1"));
+        let err = store.update_instance_state("i2", &exited).unwrap_err();
+        assert!(
+            matches!(err, StateError::InstanceNotFound { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn list_filters_by_app_and_workload_and_remove_forgets() {
+        let (_dir, store) = temp_store();
+        for (id, app, workload) in [
+            ("b", "shop", "api"),
+            ("a", "shop", "api"),
+            ("c", "shop", "cache"),
+            ("d", "blog", "api"),
+        ] {
+            let i = InstanceRecord::new(id, app, workload, InstanceKind::Wasm, 1);
+            store.insert_instance(&i).unwrap();
+        }
+        let ids = |app, workload| -> Vec<String> {
+            let list = store.list_instances(app, workload).unwrap();
+            list.into_iter().map(|i| i.id).collect()
+        };
+        assert_eq!(ids(None, None), ["d", "a", "b", "c"]);
+        assert_eq!(ids(Some("shop"), None), ["a", "b", "c"]);
+        assert_eq!(ids(Some("shop"), Some("api")), ["a", "b"]);
+        assert_eq!(ids(None, Some("api")), ["d", "a", "b"]);
+        assert!(store.remove_instance("a").unwrap());
+        assert!(!store.remove_instance("a").unwrap());
+        assert_eq!(ids(Some("shop"), Some("api")), ["b"]);
+    }
+
+    #[test]
+    fn instances_outlive_their_app() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &serde_json::json!({}), &[]).unwrap();
+        let i = InstanceRecord::new("i1", "shop", "api", InstanceKind::Wasm, 1);
+        store.insert_instance(&i).unwrap();
+        store.delete_app("shop").unwrap();
+        assert!(store.get_instance("i1").unwrap().is_some());
+    }
+}

@@ -359,8 +359,28 @@ fn print_costs() {
             .unwrap();
     }
     let instance = t.elapsed() / n as u32;
+    let events = 10_000;
+    let t = Instant::now();
+    for i in 0..events {
+        store
+            .append_event(&NewEvent {
+                kind: "started".into(),
+                message: format!("instance i{i} started"),
+                ..NewEvent::default()
+            })
+            .unwrap();
+    }
+    let append = t.elapsed() / events;
+    drop(store);
+    let t = Instant::now();
+    let store = Store::open(dir.path()).unwrap();
+    let open_events = t.elapsed();
+    let t = Instant::now();
+    quick_check(&store.lock(), store.path()).unwrap();
+    let check_events = t.elapsed();
     eprintln!(
         "state costs: open with {n} apps {open:?} (quick_check {check:?}); durable put_app \
-         {put:?}; instance insert+update {instance:?}"
+         {put:?}; instance insert+update {instance:?}; event append {append:?}; open with \
+         {events} events too {open_events:?} (quick_check {check_events:?})"
     );
 }
