@@ -12,6 +12,7 @@
 //!   monitor of a `skiff run` container and the OCI runtime verbs.
 //! - [`instance`]: the seam executors implement and the gateway drives.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
+//! - [`app`]: the app manifest (`skiff.toml`), its validation, and what a deploy changes.
 //! - [`cli`]: one file per verb.
 //!
 //! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
@@ -19,6 +20,7 @@
 //! concrete executor; `cli` wires them together. Still to come, each with its issue: `sched`,
 //! `state`, `api`.
 
+pub mod app;
 pub mod cli;
 pub mod gateway;
 pub mod instance;
