@@ -137,3 +137,72 @@ impl fmt::Display for AppDiff {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::load::tests::DESIGN_EXAMPLE;
+    use crate::units::ByteSize;
+    use std::path::Path;
+
+    fn shop() -> AppSpec {
+        AppSpec::parse_with(DESIGN_EXAMPLE, Path::new("/srv"), "x", false).unwrap()
+    }
+
+    #[test]
+    fn a_first_deploy_adds_everything() {
+        let diff = diff(None, &shop());
+        assert_eq!(
+            diff.to_string(),
+            "+ function api (new)\n+ service cache (new)\n+ job migrate (new)"
+        );
+        assert!(!diff.is_empty());
+    }
+
+    #[test]
+    fn redeploying_the_same_app_is_empty() {
+        let app = shop();
+        let diff = diff(Some(&app), &app.clone());
+        assert!(diff.is_empty());
+        assert_eq!(
+            diff.to_string(),
+            "= function api (unchanged)\n= service cache (unchanged)\n= job migrate (unchanged)"
+        );
+    }
+
+    #[test]
+    fn changes_name_their_fields_and_removals_and_additions_show() {
+        let old = shop();
+        let mut new = old.clone();
+        let cache = new.services.get_mut("cache").unwrap();
+        cache.image = "localhost:5000/redis:8".into();
+        cache.memory = Some(ByteSize::mib(256));
+        new.jobs.remove("migrate");
+        let mut web = new.functions["api"].clone();
+        web.route = "/".into();
+        new.functions.insert("web".into(), web);
+
+        let diff = diff(Some(&old), &new);
+        assert_eq!(
+            diff.to_string(),
+            "= function api (unchanged)\n+ function web (new)\n~ service cache: image, memory\n\
+             - job migrate"
+        );
+        assert_eq!(
+            diff.workloads[2].change,
+            Change::Changed(vec!["image".into(), "memory".into()])
+        );
+        assert!(!diff.is_empty());
+    }
+
+    #[test]
+    fn a_key_set_or_cleared_counts_as_changed() {
+        let old = shop();
+        let mut new = old.clone();
+        new.functions.get_mut("api").unwrap().host = None;
+        new.jobs.get_mut("migrate").unwrap().timeout = Some(std::time::Duration::from_secs(5));
+        let diff = diff(Some(&old), &new);
+        assert_eq!(diff.workloads[0].to_string(), "~ function api: host");
+        assert_eq!(diff.workloads[2].to_string(), "~ job migrate: timeout");
+    }
+}

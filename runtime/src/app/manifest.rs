@@ -392,3 +392,91 @@ mod defaults {
         3
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::load::tests::DESIGN_EXAMPLE;
+
+    fn round_trip(app: &AppSpec) -> AppSpec {
+        let json = serde_json::to_string(app).unwrap();
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+    }
+
+    #[test]
+    fn the_design_example_round_trips_through_json() {
+        let app = AppSpec::parse_with(DESIGN_EXAMPLE, Path::new("/srv"), "x", false).unwrap();
+        assert_eq!(round_trip(&app), app);
+    }
+
+    #[test]
+    fn every_field_round_trips_through_json_exactly() {
+        let text = r#"
+[app]
+name = "all"
+[function.f]
+file = "f.wasm"
+route = "/f"
+memory = 100001
+timeout = "1m 30s 250ms"
+idle = 0
+volumes = ["/abs:/a:ro", "v:/v"]
+[service.s]
+image = "s:1"
+min = 2
+max = 5
+cpu_target = 55
+cpu = 0.25
+cpu_limit = 2
+memory = "3GiB"
+memory_limit = "3073MiB"
+ports = [80, 81]
+restart = "on-failure"
+health = { http = "/h", port = 81, interval = "1500ms", retries = 1 }
+route = "/s"
+route_port = 80
+[job.j]
+image = "j:1"
+command = ["migrate", "up"]
+env = { A = "1" }
+timeout = "2h"
+memory = "1k"
+"#;
+        let app = AppSpec::parse_with(text, Path::new("/srv"), "x", false).unwrap();
+        let f = &app.functions["f"];
+        assert_eq!(f.memory, Some(ByteSize(100_001)));
+        assert_eq!(f.timeout, Duration::from_millis(90_250));
+        let s = &app.services["s"];
+        assert_eq!((s.cpu, s.cpu_limit), (Some(Cpu(250)), Some(Cpu(2000))));
+        assert_eq!(s.restart, RestartPolicy::OnFailure);
+        assert_eq!(
+            s.scale(),
+            Some(ServiceScale::Auto {
+                min: 2,
+                max: 5,
+                cpu_target: Percent(55)
+            })
+        );
+        assert_eq!(round_trip(&app), app);
+
+        let json = serde_json::to_value(&app).unwrap();
+        assert_eq!(json["services"]["s"]["memory"], "3GiB");
+        assert_eq!(json["services"]["s"]["cpu"], "250m");
+        assert_eq!(json["services"]["s"]["restart"], "on-failure");
+        assert_eq!(json["functions"]["f"]["timeout"], "1m 30s 250ms");
+        assert_eq!(json["functions"]["f"]["volumes"][0], "/abs:/a:ro");
+    }
+
+    #[test]
+    fn volumes_read_names_and_host_paths() {
+        let volume: VolumeSpec = "./static:/static:ro".parse().unwrap();
+        assert_eq!(volume.source, VolumeSource::Host(PathBuf::from("./static")));
+        assert_eq!((volume.guest.as_str(), volume.read_only), ("/static", true));
+        let volume: VolumeSpec = "uploads:/data".parse().unwrap();
+        assert_eq!(volume.source, VolumeSource::Named("uploads".into()));
+        for bad in ["uploads", "Up_loads:/data", "a:/b:rx", "a:b"] {
+            let err = bad.parse::<VolumeSpec>().unwrap_err();
+            assert!(err.contains("NAME:/guest[:ro]"), "{err}");
+        }
+    }
+}
