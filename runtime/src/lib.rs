@@ -13,6 +13,7 @@
 //! - [`instance`]: the seam executors implement and the gateway drives.
 //! - [`state`]: durable state in SQLite: deployed apps, recorded instances, events.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
+//! - [`app`]: the app manifest (`skiff.toml`), its validation, and what a deploy changes.
 //! - [`cli`]: one file per verb.
 //!
 //! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
@@ -20,6 +21,7 @@
 //! concrete executor; `cli` wires them together. `state` depends on nothing else in
 //! skiff. Still to come, each with its issue: `sched`, `api`.
 
+pub mod app;
 pub mod cli;
 pub mod gateway;
 pub mod instance;
