@@ -11,6 +11,7 @@
 //!   namespaces, overlay roots, capabilities and seccomp, cgroups v1 and v2, networking, the
 //!   monitor of a `skiff run` container and the OCI runtime verbs.
 //! - [`instance`]: the seam executors implement and the gateway drives.
+//! - [`sched`]: the scheduler's rules: the capacity ledger, function slots, scaling, restarts.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
 //! - [`cli`]: one file per verb.
 //!
@@ -24,5 +25,6 @@ pub mod gateway;
 pub mod instance;
 pub mod linux;
 pub mod oci;
+pub mod sched;
 pub mod units;
 pub mod wasm;
