@@ -7,9 +7,12 @@
 //!
 //! - [`capacity`]: the node's CPU, memory and pids, minus a reserve.
 //! - [`key`]: which instance, of what kind, at what priority.
+//! - [`ledger`]: admit, queue, evict-to-fit and release against that capacity.
 
 pub mod capacity;
 pub mod key;
+pub mod ledger;
 
 pub use capacity::{Capacity, NodeCapacity, Requests, Reserve, Resource};
 pub use key::{InstanceKey, Kind, Priority};
+pub use ledger::{Admission, Ledger, LedgerSnapshot, Rejection, Reservation, Shortfall};
