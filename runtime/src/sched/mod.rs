@@ -8,8 +8,11 @@
 //! - [`capacity`]: the node's CPU, memory and pids, minus a reserve.
 //! - [`key`]: which instance, of what kind, at what priority.
 //! - [`ledger`]: admit, queue, evict-to-fit and release against that capacity.
+//! - [`function`]: per-request slots on the hot path, the waiting queue, scaling on
+//!   in-flight requests and to zero.
 
 pub mod capacity;
+pub mod function;
 pub mod key;
 pub mod ledger;
 
