@@ -10,11 +10,13 @@
 //! - [`ledger`]: admit, queue, evict-to-fit and release against that capacity.
 //! - [`function`]: per-request slots on the hot path, the waiting queue, scaling on
 //!   in-flight requests and to zero.
+//! - [`service`]: the HPA rule with its tolerance and stabilisation, restart back-off.
 
 pub mod capacity;
 pub mod function;
 pub mod key;
 pub mod ledger;
+pub mod service;
 
 pub use capacity::{Capacity, NodeCapacity, Requests, Reserve, Resource};
 pub use key::{InstanceKey, Kind, Priority};
