@@ -198,8 +198,10 @@ pub struct SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let slots = &self.slots;
-        slots.in_flight.fetch_sub(1, SeqCst);
+        // Touch before freeing: whoever sees no request in flight also sees this timestamp,
+        // never the one from before a long busy spell.
         slots.idle.touch(Instant::now());
+        slots.in_flight.fetch_sub(1, SeqCst);
         if slots.waiting.load(SeqCst) > 0 {
             slots.freed.notify_one();
         }

@@ -131,7 +131,7 @@ impl Reservation {
         let mut state = lock(&self.state);
         let seq = state.next_seq();
         if let Some(held) = state.reserved.get_mut(&self.id) {
-            held.evicting = false;
+            held.evicting &= idle;
             held.idle_since = match (idle, held.idle_since) {
                 (true, Some(since)) => Some(since),
                 (true, None) => Some(seq),

@@ -319,3 +319,21 @@ fn the_snapshot_serialises_for_the_api() {
         "waiting for 900 MiB of memory; 0 bytes free"
     );
 }
+
+#[test]
+fn a_victim_that_gets_busy_again_is_withdrawn_from_the_eviction() {
+    let (ledger, mut held) = crowded();
+    let code = held.pop().unwrap();
+    let named = victims(ledger.admit(service("web"), mem(200 * MIB)));
+    assert_eq!(named, [cache("code")]);
+    code.set_idle(true);
+    pending(ledger.admit(function("other"), mem(200 * MIB)));
+    code.set_idle(false);
+    pending(ledger.admit(cache("queued"), mem(200 * MIB)));
+    let granted = ledger.release(code);
+    assert_eq!(
+        keys(&granted),
+        ["function shop/other#0"],
+        "handed out as usual"
+    );
+}
