@@ -3,14 +3,15 @@
 //! The map, in flow order (REF → store → ready image → instance → response):
 //!
 //! - [`units`]: sizes and durations as operators type them.
-//! - [`oci`]: digests and the verified content store (references, manifests and the registry
-//!   client arrive with the OCI issue).
+//! - [`oci`]: references, manifests, the verified content store, the registry client,
+//!   layouts.
 //! - [`wasm`]: the Wasm executor: engine, compile cache, capabilities, limits, commands and
 //!   HTTP functions (`wasi:http/proxy` components and WAGI modules).
 //! - [`linux`]: the Linux executor: confined unpacking into layer snapshots, runtime specs,
 //!   namespaces, overlay roots, capabilities and seccomp, cgroups v1 and v2, networking, the
 //!   monitor of a `skiff run` container and the OCI runtime verbs.
 //! - [`instance`]: the seam executors implement and the gateway drives.
+//! - [`sched`]: the scheduler's rules: the capacity ledger, function slots, scaling, restarts.
 //! - [`state`]: durable state in SQLite: deployed apps, recorded instances, events.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
 //! - [`app`]: the app manifest (`skiff.toml`), its validation, and what a deploy changes.
@@ -18,8 +19,9 @@
 //!
 //! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
 //! from `oci` and never touch each other or the gateway; `gateway` knows `instance`, never a
-//! concrete executor; `cli` wires them together. `state` depends on nothing else in
-//! skiff. Still to come, each with its issue: `sched`, `api`.
+//! concrete executor; `app`, `sched` and `state` depend on nothing else in skiff (the daemon
+//! will wire them to the executors); `cli` wires everything together. Still to come with
+//! issue 5: the daemon (`skiff serve`), `api`, and routing in the gateway.
 
 pub mod app;
 pub mod cli;
@@ -27,6 +29,7 @@ pub mod gateway;
 pub mod instance;
 pub mod linux;
 pub mod oci;
+pub mod sched;
 pub mod state;
 pub mod units;
 pub mod wasm;
