@@ -50,6 +50,8 @@ pub enum RootfsError {
     NoSource { destination: PathBuf },
     #[error("mount destination {path} is not absolute; give an absolute path in the container")]
     RelativeDestination { path: PathBuf },
+    #[error("invalid sysctl key {key:?}; write it as dotted names, e.g. net.ipv4.ip_forward")]
+    Sysctl { key: String },
 }
 
 type Result<T, E = RootfsError> = std::result::Result<T, E>;
@@ -138,9 +140,15 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, overlay: Option<&Overlay>) -> Res
     pivot(sys, &root)
 }
 
-/// Everything after `pivot_root`: masked and read-only paths, a read-only root, the hostname.
+/// Everything after `pivot_root`: sysctls, masked and read-only paths, a read-only root.
 pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
+    // Before /proc/sys turns read-only.
+    for (key, value) in linux.and_then(|l| l.sysctl().clone()).unwrap_or_default() {
+        let path = sysctl_path(&key)?;
+        sys.write_file(&path, &value)
+            .map_err(step("set the sysctl", &path))?;
+    }
     for path in linux
         .and_then(|l| l.masked_paths().clone())
         .unwrap_or_default()
@@ -320,6 +328,19 @@ fn read_only(sys: &dyn Syscall, path: &Path) -> Result<()> {
         | MsFlags::MS_NOEXEC;
     sys.mount(None, path, None, flags, None)
         .map_err(step("make read-only", path))
+}
+
+/// `net.ipv4.ip_forward` → `/proc/sys/net/ipv4/ip_forward`; a key that could leave
+/// `/proc/sys` is refused.
+fn sysctl_path(key: &str) -> Result<PathBuf> {
+    let valid = !key.is_empty()
+        && key
+            .split('.')
+            .all(|part| !part.is_empty() && part != ".." && !part.contains('/'));
+    if !valid {
+        return Err(RootfsError::Sysctl { key: key.into() });
+    }
+    Ok(Path::new("/proc/sys").join(key.replace('.', "/")))
 }
 
 /// Mount options split into flags and the filesystem's own data string.
@@ -516,6 +537,40 @@ mod tests {
             flags: MsFlags::MS_BIND | MsFlags::MS_REC,
             data: None,
         }));
+    }
+
+    #[test]
+    fn sysctls_are_written_before_proc_sys_turns_read_only() {
+        let sys = RecordingSyscall::default();
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_sysctl(Some(
+            [("net.ipv4.ping_group_range".to_string(), "0 0".to_string())].into(),
+        ));
+        spec.set_linux(Some(linux.clone()));
+        finish(&sys, &spec).unwrap();
+        let calls = sys.calls();
+        let write = calls
+            .iter()
+            .position(|c| {
+                *c == Call::WriteFile("/proc/sys/net/ipv4/ping_group_range".into(), "0 0".into())
+            })
+            .expect("the sysctl is written");
+        let read_only = calls
+            .iter()
+            .position(
+                |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/proc/sys")),
+            )
+            .expect("/proc/sys is made read-only");
+        assert!(write < read_only);
+        for bad in ["../../etc/passwd", "net..x", "a/b", ""] {
+            linux.set_sysctl(Some([(bad.to_string(), "1".to_string())].into()));
+            spec.set_linux(Some(linux.clone()));
+            assert!(
+                matches!(finish(&sys, &spec), Err(RootfsError::Sysctl { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

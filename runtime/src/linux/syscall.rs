@@ -9,7 +9,7 @@
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -40,6 +40,8 @@ pub trait Syscall {
     fn touch(&self, path: &Path) -> io::Result<()>;
     /// Supplementary groups, then gid, then uid; capabilities survive for `set_capabilities`.
     fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> io::Result<()>;
+    /// Writes `contents` to an existing file (a sysctl under `/proc/sys`).
+    fn write_file(&self, path: &Path, contents: &str) -> io::Result<()>;
     fn set_capabilities(&self, caps: &LinuxCapabilities) -> io::Result<()>;
     fn set_no_new_privs(&self) -> io::Result<()>;
     fn load_seccomp(&self, profile: &LinuxSeccomp) -> io::Result<()>;
@@ -147,6 +149,13 @@ impl Syscall for LinuxSyscall {
         caps::securebits::set_keepcaps(false).map_err(io::Error::other)
     }
 
+    fn write_file(&self, path: &Path, contents: &str) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(contents.as_bytes())
+    }
+
     fn set_capabilities(&self, caps: &LinuxCapabilities) -> io::Result<()> {
         super::security::apply_capabilities(caps)
     }
@@ -181,6 +190,7 @@ pub enum Call {
     MkdirAll(PathBuf),
     Touch(PathBuf),
     SetIds(u32, u32, Vec<u32>),
+    WriteFile(PathBuf, String),
     SetCapabilities,
     SetNoNewPrivs,
     LoadSeccomp,
@@ -269,6 +279,9 @@ impl Syscall for RecordingSyscall {
     }
     fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
         self.record(Call::SetIds(uid, gid, groups.to_vec()))
+    }
+    fn write_file(&self, path: &Path, contents: &str) -> io::Result<()> {
+        self.record(Call::WriteFile(path.into(), contents.into()))
     }
     fn set_capabilities(&self, _caps: &LinuxCapabilities) -> io::Result<()> {
         self.record(Call::SetCapabilities)
