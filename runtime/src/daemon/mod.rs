@@ -214,6 +214,13 @@ impl Daemon {
                 .await??
         };
         self.router.set_app(name, Some(routes));
+        if !outcome.is_noop() {
+            self.record(
+                name,
+                "deployed",
+                format!("generation {}", outcome.generation),
+            );
+        }
         let not_run = (spec.services.keys().map(|s| format!("service {s}")))
             .chain(spec.jobs.keys().map(|j| format!("job {j}")))
             .collect();
@@ -291,8 +298,23 @@ impl Daemon {
             });
         }
         self.router.set_app(name, None);
-        tracing::info!(app = name, "app removed");
+        self.record(name, "removed", "app removed".to_string());
         Ok(())
+    }
+
+    /// Appends an event about `app`; losing one is logged, never fails the change it tells of.
+    fn record(&self, app: &str, kind: &str, message: String) {
+        let event = state::NewEvent {
+            app: Some(app.to_string()),
+            workload: None,
+            instance: None,
+            kind: kind.to_string(),
+            message,
+        };
+        if let Err(error) = self.store.append_event(&event) {
+            tracing::warn!(%error, app, "event not recorded");
+        }
+        tracing::info!(app, kind, "app changed");
     }
 }
 

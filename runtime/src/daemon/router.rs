@@ -3,7 +3,9 @@
 //! The table is immutable once built; a deploy builds a new one and swaps it in whole, so a
 //! request sees either the old routes or the new ones, never half of each. The hot path takes
 //! a read lock only long enough to clone an `Arc` (never across an await), matches, takes a
-//! slot from the function's [`FunctionSlots`] and runs the request in a fresh instance.
+//! slot from the function's [`FunctionSlots`](crate::sched::function::FunctionSlots) and
+//! runs the request in a fresh instance. The slot is held until the response head is ready;
+//! a body the guest still streams after that does not count against `max × concurrency`.
 
 use super::functions::FunctionTarget;
 use crate::instance::{Body, HttpHandler, text_response};
