@@ -15,16 +15,21 @@
 //! - [`state`]: durable state in SQLite: deployed apps, recorded instances, events.
 //! - [`gateway`]: the HTTP front door: listener, limits, h2c, request ids.
 //! - [`app`]: the app manifest (`skiff.toml`), its validation, and what a deploy changes.
+//! - [`daemon`]: `skiff serve`'s deployed apps: stored, prepared, routed by the gateway, and
+//!   served again after a restart.
+//! - [`api`]: the control API (axum on a unix socket) in front of the daemon.
 //! - [`cli`]: one file per verb.
 //!
 //! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
 //! from `oci` and never touch each other or the gateway; `gateway` knows `instance`, never a
-//! concrete executor; `app`, `sched` and `state` depend on nothing else in skiff (the daemon
-//! will wire them to the executors); `cli` wires everything together. Still to come with
-//! issue 5: the daemon (`skiff serve`), `api`, and routing in the gateway.
+//! concrete executor; `app`, `sched` and `state` depend on nothing else in skiff; `daemon`
+//! wires them to the Wasm executor and the gateway; `api` calls only `daemon`; `cli` wires
+//! everything together.
 
+pub mod api;
 pub mod app;
 pub mod cli;
+pub mod daemon;
 pub mod gateway;
 pub mod instance;
 pub mod linux;

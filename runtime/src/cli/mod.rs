@@ -1,5 +1,8 @@
 //! The `skiff` command line: one file per verb, each a `…Command` with `execute`.
 
+mod apps;
+mod client;
+mod deploy;
 mod images;
 mod init;
 mod inspect;
@@ -17,6 +20,7 @@ mod rm;
 mod rmi;
 mod run;
 mod save;
+mod serve;
 mod stop;
 mod system;
 
@@ -74,6 +78,12 @@ pub enum Command {
     Login(login::LoginCommand),
     /// Forget a registry's credentials
     Logout(login::LogoutCommand),
+    /// The daemon: serve deployed apps, with the control API on a unix socket
+    Serve(serve::ServeCommand),
+    /// Deploy an app manifest (skiff.toml) to the daemon and print what changed
+    Deploy(deploy::DeployCommand),
+    /// List the daemon's apps; `apps rm NAME` removes one
+    Apps(apps::AppsCommand),
     /// Manage skiff's own data: `system prune`
     System(system::SystemCommand),
     /// The OCI runtime command line (create, start, state, kill, delete), as runc's
@@ -101,6 +111,9 @@ impl Cli {
             Command::Save(save) => save.execute(&data_dir),
             Command::Login(login) => login.execute(&data_dir),
             Command::Logout(logout) => logout.execute(&data_dir),
+            Command::Serve(serve) => serve.execute(&data_dir),
+            Command::Deploy(deploy) => deploy.execute(),
+            Command::Apps(apps) => apps.execute(),
             Command::System(system) => system.execute(&data_dir),
             Command::Ps(ps) => ps.execute(&data_dir),
             Command::Stop(stop) => stop.execute(&data_dir),

@@ -5,6 +5,7 @@
 
 mod cache;
 mod cli;
+mod daemon;
 mod errors;
 mod fs;
 mod gateway;

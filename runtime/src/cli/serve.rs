@@ -1,0 +1,97 @@
+//! `skiff serve`: the daemon. Binds the control socket and the gateway, prints their stable
+//! lines, serves every stored app again, then serves until SIGINT or SIGTERM.
+
+use super::client::SocketOption;
+use crate::daemon::{Daemon, DaemonConfig};
+use crate::gateway::{self, GatewayConfig};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    socket: SocketOption,
+
+    /// Address of the HTTP gateway that routes to deployed functions
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    gateway: SocketAddr,
+
+    /// Requests that may wait for a busy function's slot, per function; one more gets 503
+    /// with Retry-After. 0 refuses at once
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    function_queue: usize,
+}
+
+impl ServeCommand {
+    pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
+        super::block_on(self.serve(data_dir))
+    }
+
+    async fn serve(self, data_dir: &Path) -> anyhow::Result<i32> {
+        let daemon = Arc::new(Daemon::open(&DaemonConfig {
+            data_dir: data_dir.to_path_buf(),
+            function_queue: self.function_queue,
+            pool_instances: 1000,
+        })?);
+        let socket = self.socket.path();
+        let control = crate::api::bind(&socket)?;
+        let gateway_listener = tokio::net::TcpListener::bind(self.gateway)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; pick a free address with --gateway",
+                    self.gateway
+                )
+            })?;
+        let gateway_addr = gateway_listener.local_addr()?;
+        println!("control api on unix:{}", socket.display());
+        println!("gateway on http://{gateway_addr}");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let api = tokio::spawn(crate::api::serve(
+            control,
+            Arc::clone(&daemon),
+            wait_for(stopped.clone()),
+        ));
+        // Connections wait in the backlog until every stored app is routed again, so no
+        // client of a deployed app sees a 404 after a restart.
+        let restoring = Arc::clone(&daemon);
+        let served = tokio::task::spawn_blocking(move || restoring.restore()).await??;
+        tracing::info!(functions = served, "serving");
+        let gateway = gateway::serve(
+            gateway_listener,
+            daemon.router(),
+            GatewayConfig::default(),
+            wait_for(stopped),
+        );
+        let signals = async {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        };
+        let (result, ()) = tokio::join!(gateway, signals);
+        result.context("the gateway failed")?;
+        api.await?.context("the control api failed")?;
+        let _ = std::fs::remove_file(&socket);
+        Ok(0)
+    }
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

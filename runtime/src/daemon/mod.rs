@@ -1,0 +1,377 @@
+//! The daemon behind `skiff serve`: deployed apps, from the state store to the gateway.
+//!
+//! Step in the flow: the control API hands it manifests; it validates them (`app`), stores
+//! them in one transaction (`state`), prepares their functions through the shared engine
+//! (`wasm`) and swaps the gateway's routes ([`router`]). On start it reads every app back from
+//! the store and serves it again, which is what makes a `kill -9` and a restart lose nothing.
+//!
+//! This first slice runs functions only: services and jobs are validated and stored, not run
+//! yet. It does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
+
+pub mod functions;
+pub mod router;
+
+use crate::app::{self, AppDiff, AppSpec, FunctionSpec, ManifestError};
+use crate::oci::local::ImagesError;
+use crate::state::{self, AppRecord, StateError, Store, WorkloadRecord};
+use crate::wasm::WasmError;
+use crate::wasm::engine::{EngineConfig, WasmEngine};
+use functions::{FunctionTarget, Preparer};
+use router::{Route, Router};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why the daemon refused or failed a request. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+
+    #[error(
+        "the manifest names app `{manifest}` but was sent for app `{url}`; deploy it as `{manifest}`"
+    )]
+    NameMismatch { url: String, manifest: String },
+
+    #[error("base directory {base} must be absolute; `skiff deploy -f` sends the manifest's own")]
+    RelativeBase { base: PathBuf },
+
+    #[error("function {app}/{function}: {error}")]
+    Function {
+        app: String,
+        function: String,
+        /// Boxed: a `WasmError` is large and errors are rare.
+        error: Box<WasmError>,
+    },
+
+    #[error("function {app}/{function}: {error}")]
+    Image {
+        app: String,
+        function: String,
+        error: Box<ImagesError>,
+    },
+
+    #[error("cannot create volume directory {path}: {error}; check the data dir's permissions")]
+    Volume {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error(
+        "route {route}{} of function {function} is already served by {owner}; pick another \
+         route or host, or remove that app with `skiff apps rm`",
+        host.as_deref().map(|h| format!(" on host {h}")).unwrap_or_default()
+    )]
+    RouteTaken {
+        function: String,
+        route: String,
+        host: Option<String>,
+        owner: String,
+    },
+
+    #[error("no app named {name} is deployed; see `skiff apps`")]
+    NotFound { name: String },
+
+    #[error("stored spec of app {app} is unreadable ({detail}); deploy the app again")]
+    Spec { app: String, detail: String },
+
+    #[error("the wasm engine: {0}")]
+    Engine(Box<WasmError>),
+
+    #[error(transparent)]
+    State(#[from] StateError),
+
+    #[error("a deploy task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = DaemonError> = std::result::Result<T, E>;
+
+/// How the daemon is set up; filled by `skiff serve`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where state, images, compiled code and named volumes live.
+    pub data_dir: PathBuf,
+    /// Requests that may wait per function when all its slots are busy; one more gets 503.
+    pub function_queue: usize,
+    /// Instances the pooling allocator reserves room for, across all functions.
+    pub pool_instances: u32,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub app: String,
+    pub generation: u64,
+    pub diff: AppDiff,
+    /// Workloads stored but not run by this version (`service cache`, `job migrate`).
+    pub not_run: Vec<String>,
+}
+
+/// The running daemon's state: the store, the engine and the gateway's routes.
+pub struct Daemon {
+    store: Store,
+    preparer: Preparer,
+    router: Arc<Router>,
+    /// One deploy or removal at a time, so the diff, the store and the routes agree.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Daemon {
+    /// Opens the state store and builds the engine (pooling allocator, compile cache under
+    /// `<data>/cache/wasm`). Serves nothing until [`Daemon::restore`].
+    pub fn open(config: &DaemonConfig) -> Result<Self> {
+        let store = Store::open(&config.data_dir)?;
+        let engine_config = EngineConfig {
+            pool_instances: Some(config.pool_instances),
+            ..EngineConfig::default()
+        };
+        let engine = WasmEngine::new(&engine_config, config.data_dir.join("cache/wasm"))
+            .map_err(|e| DaemonError::Engine(Box::new(e)))?;
+        Ok(Self {
+            store,
+            preparer: Preparer {
+                engine: Arc::new(engine),
+                data_dir: config.data_dir.clone(),
+                queue: config.function_queue,
+            },
+            router: Arc::new(Router::default()),
+            changes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The gateway's handler.
+    pub fn router(&self) -> Arc<Router> {
+        Arc::clone(&self.router)
+    }
+
+    /// Serves every stored app again. A function that cannot be prepared any more (its file
+    /// is gone, say) is logged and skipped; the rest of its app is served. Returns the number
+    /// of functions served.
+    #[tracing::instrument(skip_all)]
+    pub fn restore(&self) -> Result<usize> {
+        let mut served = 0;
+        for record in self.store.list_apps()? {
+            let spec = match stored_spec(&record) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    tracing::error!(%error, "app not served");
+                    continue;
+                }
+            };
+            let mut routes = Vec::new();
+            for (name, function) in &spec.functions {
+                match self.preparer.prepare(&spec.name, name, function) {
+                    Ok(target) => routes.push(route(&spec.name, name, function, Arc::new(target))),
+                    Err(error) => tracing::error!(%error, "function not served"),
+                }
+            }
+            served += routes.len();
+            self.router.set_app(&spec.name, Some(routes));
+            tracing::info!(
+                app = spec.name,
+                generation = record.generation,
+                "app restored"
+            );
+        }
+        Ok(served)
+    }
+
+    /// Validates `manifest` (relative paths against `base`, `file` naming it in messages),
+    /// prepares its new and changed functions, stores it in one transaction and swaps its
+    /// routes in. Nothing is stored or changed when any step before the store fails.
+    #[tracing::instrument(skip_all, fields(app = name), err)]
+    pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        manifest: &str,
+        base: &Path,
+        file: &str,
+    ) -> Result<Deployed> {
+        let _one_at_a_time = self.changes.lock().await;
+        let spec = AppSpec::parse(manifest, base, file)?;
+        if spec.name != name {
+            return Err(DaemonError::NameMismatch {
+                url: name.to_string(),
+                manifest: spec.name,
+            });
+        }
+        // An unreadable stored spec is replaced by this deploy, as its error message says.
+        let old = self.store.get_app(name)?.and_then(|record| {
+            stored_spec(&record)
+                .inspect_err(|error| tracing::warn!(%error, "replacing it"))
+                .ok()
+        });
+        let diff = app::diff(old.as_ref(), &spec);
+        self.check_routes(&spec)?;
+        let routes = {
+            let (daemon, spec, old) = (Arc::clone(self), spec.clone(), old.clone());
+            tokio::task::spawn_blocking(move || daemon.prepare_app(&spec, old.as_ref())).await??
+        };
+        let (app_json, workloads) = records(&spec)?;
+        let outcome = {
+            let (daemon, name) = (Arc::clone(self), name.to_string());
+            tokio::task::spawn_blocking(move || daemon.store.put_app(&name, &app_json, &workloads))
+                .await??
+        };
+        self.router.set_app(name, Some(routes));
+        if !outcome.is_noop() {
+            self.record(
+                name,
+                "deployed",
+                format!("generation {}", outcome.generation),
+            );
+        }
+        let not_run = (spec.services.keys().map(|s| format!("service {s}")))
+            .chain(spec.jobs.keys().map(|j| format!("job {j}")))
+            .collect();
+        Ok(Deployed {
+            app: spec.name,
+            generation: outcome.generation,
+            diff,
+            not_run,
+        })
+    }
+
+    /// Refuses a route another app already serves with the same host.
+    fn check_routes(&self, spec: &AppSpec) -> Result<()> {
+        for (name, function) in &spec.functions {
+            let host = function.host.as_deref().map(str::to_ascii_lowercase);
+            if let Some(owner) = self
+                .router
+                .conflict(&spec.name, &function.route, host.as_deref())
+            {
+                return Err(DaemonError::RouteTaken {
+                    function: format!("{}/{name}", spec.name),
+                    route: function.route.clone(),
+                    host,
+                    owner: format!("{}/{}", owner.app, owner.function),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The app's routes: running functions whose spec did not change are kept (with their
+    /// slots and in-flight requests); the others are prepared afresh.
+    fn prepare_app(&self, spec: &AppSpec, old: Option<&AppSpec>) -> Result<Vec<Route>> {
+        let running = self.router.app_routes(&spec.name);
+        let mut routes = Vec::new();
+        for (name, function) in &spec.functions {
+            let unchanged = old.and_then(|old| old.functions.get(name)) == Some(function);
+            let kept = running
+                .iter()
+                .find(|r| &r.function == name)
+                .filter(|_| unchanged);
+            let target = match kept {
+                Some(route) => Arc::clone(&route.target),
+                None => Arc::new(self.preparer.prepare(&spec.name, name, function)?),
+            };
+            routes.push(route(&spec.name, name, function, target));
+        }
+        Ok(routes)
+    }
+
+    /// Every deployed app, by name.
+    pub fn apps(&self) -> Result<Vec<AppRecord>> {
+        Ok(self.store.list_apps()?)
+    }
+
+    pub fn app(&self, name: &str) -> Result<AppRecord> {
+        self.store
+            .get_app(name)?
+            .ok_or_else(|| DaemonError::NotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// Stops serving the app and forgets it. Its named volumes are kept.
+    #[tracing::instrument(skip_all, fields(app = name), err)]
+    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<()> {
+        let _one_at_a_time = self.changes.lock().await;
+        let deleted = {
+            let (daemon, name) = (Arc::clone(self), name.to_string());
+            tokio::task::spawn_blocking(move || daemon.store.delete_app(&name)).await??
+        };
+        if !deleted {
+            return Err(DaemonError::NotFound {
+                name: name.to_string(),
+            });
+        }
+        self.router.set_app(name, None);
+        self.record(name, "removed", "app removed".to_string());
+        Ok(())
+    }
+
+    /// Appends an event about `app`; losing one is logged, never fails the change it tells of.
+    fn record(&self, app: &str, kind: &str, message: String) {
+        let event = state::NewEvent {
+            app: Some(app.to_string()),
+            workload: None,
+            instance: None,
+            kind: kind.to_string(),
+            message,
+        };
+        if let Err(error) = self.store.append_event(&event) {
+            tracing::warn!(%error, app, "event not recorded");
+        }
+        tracing::info!(app, kind, "app changed");
+    }
+}
+
+fn stored_spec(record: &AppRecord) -> Result<AppSpec> {
+    serde_json::from_value(record.spec.clone()).map_err(|e| DaemonError::Spec {
+        app: record.name.clone(),
+        detail: e.to_string(),
+    })
+}
+
+/// The app's spec and one record per workload, as the store keeps them.
+fn records(spec: &AppSpec) -> Result<(serde_json::Value, Vec<WorkloadRecord>)> {
+    let json = |value: Result<serde_json::Value, serde_json::Error>| {
+        value.map_err(|e| DaemonError::Spec {
+            app: spec.name.clone(),
+            detail: e.to_string(),
+        })
+    };
+    let mut workloads = Vec::new();
+    for (name, function) in &spec.functions {
+        workloads.push(record(
+            name,
+            state::WorkloadKind::Function,
+            json(serde_json::to_value(function))?,
+        ));
+    }
+    for (name, service) in &spec.services {
+        workloads.push(record(
+            name,
+            state::WorkloadKind::Service,
+            json(serde_json::to_value(service))?,
+        ));
+    }
+    for (name, job) in &spec.jobs {
+        workloads.push(record(
+            name,
+            state::WorkloadKind::Job,
+            json(serde_json::to_value(job))?,
+        ));
+    }
+    Ok((json(serde_json::to_value(spec))?, workloads))
+}
+
+fn record(name: &str, kind: state::WorkloadKind, spec: serde_json::Value) -> WorkloadRecord {
+    WorkloadRecord {
+        name: name.to_string(),
+        kind,
+        spec,
+    }
+}
+
+fn route(app: &str, name: &str, function: &FunctionSpec, target: Arc<FunctionTarget>) -> Route {
+    Route {
+        app: app.to_string(),
+        function: name.to_string(),
+        prefix: function.route.clone(),
+        host: function.host.as_deref().map(str::to_ascii_lowercase),
+        target,
+    }
+}
