@@ -4,6 +4,9 @@
 # Debian and PyPI packages the tests drive (docker-registry, skopeo, umoci, oras, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Nothing here reads the terminal: a stdin inherited from the caller once fed stray bytes to
+# cargo's `rustc -` probe ("failed to run rustc to learn about target-specific information").
+exec </dev/null
 
 bash scripts/install-test-deps.sh
 
