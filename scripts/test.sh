@@ -4,12 +4,6 @@
 # Debian and PyPI packages the tests drive (docker-registry, skopeo, umoci, oras, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Nothing here reads the terminal.
-exec </dev/null
-# Cargo caches its rustc probes in target/.rustc_info.json, failures included. Two cold runs
-# found a failed probe cached there (its stderr held a build script's probe text) before
-# `cargo test`, which then refused to start; with the cache off every step probes afresh.
-export CARGO_CACHE_RUSTC_INFO=0
 
 bash scripts/install-test-deps.sh
 
