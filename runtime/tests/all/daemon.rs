@@ -54,13 +54,7 @@ impl Daemon {
     }
 
     fn kill_and_log(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut stderr = String::new();
-        if let Some(mut s) = self.child.stderr.take() {
-            let _ = s.read_to_string(&mut stderr);
-        }
-        stderr
+        crate::support::kill_and_log(&mut self.child)
     }
 }
 

@@ -199,14 +199,19 @@ impl Server {
     }
 
     fn kill_and_log(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut stderr = String::new();
-        if let Some(mut s) = self.child.stderr.take() {
-            let _ = s.read_to_string(&mut stderr);
-        }
-        stderr
+        kill_and_log(&mut self.child)
     }
+}
+
+/// Kills and reaps a server process; what it wrote to stderr.
+pub fn kill_and_log(child: &mut Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut stderr);
+    }
+    stderr
 }
 
 impl Drop for Server {
