@@ -17,6 +17,7 @@
 //! - [`app`]: the app manifest (`skiff.toml`), its validation, and what a deploy changes.
 //! - [`daemon`]: `skiff serve`'s deployed apps: stored, prepared, routed by the gateway, and
 //!   served again after a restart.
+//! - [`metrics`]: the daemon's Prometheus metrics, one registry per process.
 //! - [`api`]: the control API (axum on a unix socket) in front of the daemon.
 //! - [`cli`]: one file per verb.
 //!
@@ -33,6 +34,7 @@ pub mod daemon;
 pub mod gateway;
 pub mod instance;
 pub mod linux;
+pub mod metrics;
 pub mod oci;
 pub mod sched;
 pub mod state;
