@@ -13,7 +13,10 @@ fn main() {
         .is_some_and(|name| name == "skiff-oci");
     let cli = if as_runtime { None } else { Some(Cli::parse()) };
     // `SKIFF_LOG` takes `RUST_LOG` syntax; quiet by default so a guest's output stands alone.
-    let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let default = cli
+        .as_ref()
+        .map_or_else(|| "warn".to_string(), Cli::default_log_filter);
+    let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -55,6 +55,19 @@ pub struct EvictionLabels {
     pub what: &'static str,
 }
 
+/// A response's status, for what the gateway answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+/// Why the gateway answered a request itself: `busy` (503), `body_too_large` (413),
+/// `timeout` (504).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Instantiation takes tens of microseconds warm and milliseconds cold: 10 µs to ~5 s.
@@ -73,6 +86,11 @@ pub struct Metrics {
     pub pending: Gauge,
     pub decisions: Family<DecisionLabels, Counter>,
     pub evictions: Family<EvictionLabels, Counter>,
+    /// Every response the gateway sent, whoever made it (a function, the router's 404, the
+    /// gateway's own refusals).
+    pub gateway_responses: Family<StatusLabels, Counter>,
+    pub gateway_refusals: Family<RefusalLabels, Counter>,
+    pub gateway_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,6 +111,9 @@ impl Metrics {
             pending: Gauge::default(),
             decisions: Family::default(),
             evictions: Family::default(),
+            gateway_responses: Family::default(),
+            gateway_refusals: Family::default(),
+            gateway_in_flight: Gauge::default(),
             registry: Registry::default(),
         };
         // The registry keeps clones; they share the atomics of the fields above.
@@ -136,6 +157,21 @@ impl Metrics {
             "Idle pools and compiled code dropped under memory pressure",
             metrics.evictions.clone(),
         );
+        registry.register(
+            "gateway_responses",
+            "Responses the gateway sent, by status",
+            metrics.gateway_responses.clone(),
+        );
+        registry.register(
+            "gateway_refusals",
+            "Requests the gateway answered itself (busy, body_too_large, timeout)",
+            metrics.gateway_refusals.clone(),
+        );
+        registry.register(
+            "gateway_in_flight",
+            "Requests the gateway is answering now",
+            metrics.gateway_in_flight.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -167,6 +203,26 @@ impl Metrics {
     /// Counts one eviction.
     pub fn eviction(&self, what: &'static str) {
         self.evictions.get_or_create(&EvictionLabels { what }).inc();
+    }
+
+    /// Counts one response of the gateway.
+    pub fn gateway_response(&self, status: u16) {
+        self.gateway_responses
+            .get_or_create(&StatusLabels { status })
+            .inc();
+    }
+
+    /// Counts one request the gateway refused itself.
+    pub fn gateway_refusal(&self, reason: &'static str) {
+        self.gateway_refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// One more request in the gateway until the guard drops (a dropped request included).
+    pub fn gateway_in_flight(&self) -> InFlight {
+        self.gateway_in_flight.inc();
+        InFlight(self.gateway_in_flight.clone())
     }
 
     /// Sets the instance count of a workload.
@@ -231,6 +287,16 @@ impl WorkloadMetrics {
 
     pub fn instantiated(&self, took: Duration) {
         self.instantiation.observe(took.as_secs_f64());
+    }
+}
+
+/// A request counted in a gauge until dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

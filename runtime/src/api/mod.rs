@@ -1,25 +1,32 @@
-//! The control API: REST and JSON under `/v1`, served by axum on a unix socket.
+//! The control API: REST and JSON under `/v1` plus `/metrics`, served by axum on a unix socket
+//! and, with a bearer token, on TCP.
 //!
-//! Step in the flow: the CLI's managed verbs (`deploy -f`, `apps`) talk to it; it turns each
-//! route into one call on the [`Daemon`] and each [`DaemonError`] into a status and a JSON
-//! body `{"error": "...", "hint": "..."}`. It owns the socket file too: mode 0600, its
-//! directory 0700 when skiff creates it, a stale file from a dead daemon replaced, a live one
-//! refused. It decides nothing about apps itself.
+//! Step in the flow: the CLI's managed verbs (`deploy -f`, `apps`, `scale`, `events`) talk to
+//! it; it turns each route into one call on the [`Daemon`] and each [`DaemonError`] into a
+//! status and a JSON body `{"error": "...", "hint": "..."}`. It owns the socket file too: mode
+//! 0600, its directory 0700 when skiff creates it, a stale file from a dead daemon replaced, a
+//! live one refused. It decides nothing about apps itself.
+//!
+//! By concept: [`apps`] (deploy, list, remove, scale), [`events`] (the log and its live
+//! stream), [`metrics`] (Prometheus text), [`auth`] (the TCP listener's bearer token).
 
-use crate::daemon::{Daemon, DaemonError, Deployed};
-use crate::state::AppRecord;
+mod apps;
+pub mod auth;
+mod events;
+pub mod metrics;
+
+use crate::daemon::{Daemon, DaemonError};
 use axum::Json;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
+use axum::routing::{get, put};
 use serde_json::{Value, json};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 use tokio::net::UnixListener;
+use tokio::sync::watch;
 
 /// Why the control socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -78,32 +85,57 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
-/// The `/v1` routes.
-pub fn routes(daemon: Arc<Daemon>) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/info", get(info))
-        .route("/v1/apps", get(list_apps))
-        .route(
-            "/v1/apps/{name}",
-            get(get_app).put(put_app).delete(delete_app),
-        )
-        .fallback(not_found)
-        .with_state(daemon)
+/// What the handlers share: the daemon, and whether it is stopping (so a `follow` stream ends
+/// and graceful shutdown does not wait for it forever).
+#[derive(Clone)]
+pub struct ApiState {
+    pub daemon: Arc<Daemon>,
+    pub stopping: watch::Receiver<bool>,
 }
 
-/// Serves the control API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: UnixListener,
-    daemon: Arc<Daemon>,
+impl FromRef<ApiState> for Arc<Daemon> {
+    fn from_ref(state: &ApiState) -> Self {
+        Arc::clone(&state.daemon)
+    }
+}
+
+/// The `/v1` routes and `/metrics`.
+pub fn routes(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/apps", get(apps::list))
+        .route(
+            "/v1/apps/{name}",
+            get(apps::get).put(apps::put).delete(apps::delete),
+        )
+        .route(
+            "/v1/apps/{name}/workloads/{workload}/scale",
+            put(apps::scale).post(apps::scale),
+        )
+        .route("/v1/events", get(events::list))
+        .route("/metrics", get(metrics::render))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the control API on `listener` (the unix socket, or TCP behind [`auth::require`])
+/// until `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
+    app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, routes(daemon))
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 /// A [`DaemonError`] as the API answers it.
-struct Failure(DaemonError);
+pub(crate) struct Failure(pub(crate) DaemonError);
 
 impl From<DaemonError> for Failure {
     fn from(error: DaemonError) -> Self {
@@ -128,7 +160,13 @@ impl IntoResponse for Failure {
                 StatusCode::CONFLICT,
                 "routes are unique per host across apps; nothing was changed",
             ),
-            DaemonError::NotFound { .. } => (StatusCode::NOT_FOUND, "list apps with `skiff apps`"),
+            DaemonError::NotFound { .. } | DaemonError::WorkloadNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "list apps with `skiff apps`; nothing was changed",
+            ),
+            DaemonError::NotScalable { .. } | DaemonError::ScaleAboveMax { .. } => {
+                (StatusCode::BAD_REQUEST, "nothing was changed")
+            }
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "see the daemon's log (SKIFF_LOG=skiff=debug for more)",
@@ -138,7 +176,7 @@ impl IntoResponse for Failure {
     }
 }
 
-fn error_response(status: StatusCode, error: &str, hint: &str) -> Response {
+pub(crate) fn error_response(status: StatusCode, error: &str, hint: &str) -> Response {
     (status, Json(json!({ "error": error, "hint": hint }))).into_response()
 }
 
@@ -152,85 +190,4 @@ async fn not_found() -> Response {
 
 async fn info() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION"), "api": "v1" }))
-}
-
-async fn list_apps(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, Failure> {
-    let apps: Vec<Value> = daemon.apps()?.iter().map(summary).collect();
-    Ok(Json(json!({ "apps": apps })))
-}
-
-async fn get_app(
-    State(daemon): State<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Json<Value>, Failure> {
-    let record = daemon.app(&name)?;
-    let mut answer = summary(&record);
-    answer["spec"] = record.spec.clone();
-    answer["workloads"] = record
-        .workloads
-        .iter()
-        .map(|w| json!({ "name": w.name, "kind": w.kind, "generation": w.generation }))
-        .collect();
-    Ok(Json(answer))
-}
-
-/// Where a manifest came from: the directory its relative paths start from, and its name
-/// for messages.
-#[derive(Debug, Deserialize)]
-struct DeployQuery {
-    /// Absolute directory relative `file =` and volume paths resolve against (default `/`).
-    base: Option<PathBuf>,
-    /// The manifest's name in error messages (default `skiff.toml`).
-    file: Option<String>,
-}
-
-async fn put_app(
-    State(daemon): State<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<DeployQuery>,
-    manifest: String,
-) -> Result<Json<Value>, Failure> {
-    let base = query.base.unwrap_or_else(|| PathBuf::from("/"));
-    if !base.is_absolute() {
-        return Err(Failure(DaemonError::RelativeBase { base }));
-    }
-    let file = query.file.unwrap_or_else(|| "skiff.toml".to_string());
-    let deployed = daemon.deploy(&name, &manifest, &base, &file).await?;
-    Ok(Json(deployed_json(&deployed)))
-}
-
-fn deployed_json(deployed: &Deployed) -> Value {
-    json!({
-        "app": deployed.app,
-        "generation": deployed.generation,
-        "unchanged": deployed.diff.is_empty(),
-        "diff": deployed.diff.workloads.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "not_run": deployed.not_run,
-    })
-}
-
-async fn delete_app(
-    State(daemon): State<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Json<Value>, Failure> {
-    daemon.remove(&name).await?;
-    Ok(Json(json!({ "removed": name })))
-}
-
-/// One app's line in `GET /v1/apps`.
-fn summary(record: &AppRecord) -> Value {
-    use crate::state::WorkloadKind;
-    let count = |kind| record.workloads.iter().filter(|w| w.kind == kind).count();
-    let updated = record
-        .updated
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    json!({
-        "name": record.name,
-        "generation": record.generation,
-        "functions": count(WorkloadKind::Function),
-        "services": count(WorkloadKind::Service),
-        "jobs": count(WorkloadKind::Job),
-        "updated": updated,
-    })
 }

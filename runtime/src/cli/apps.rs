@@ -1,7 +1,7 @@
 //! `skiff apps`: list the daemon's apps; `skiff apps rm NAME` removes one. (`rm` alone is the
 //! container verb, so removing an app lives under `apps`.)
 
-use super::client::{self, SocketOption};
+use super::client::{self, ClientOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct AppsCommand {
@@ -9,7 +9,7 @@ pub struct AppsCommand {
     action: Option<AppsAction>,
 
     #[command(flatten)]
-    socket: SocketOption,
+    daemon: ClientOptions,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,11 +23,11 @@ enum AppsAction {
 
 impl AppsCommand {
     pub fn execute(self) -> anyhow::Result<i32> {
-        let socket = self.socket.path();
+        let endpoint = self.daemon.endpoint()?;
         match self.action {
             None => {
                 let answer = super::block_on(client::request(
-                    &socket,
+                    &endpoint,
                     http::Method::GET,
                     "/v1/apps",
                     String::new(),
@@ -39,7 +39,7 @@ impl AppsCommand {
             Some(AppsAction::Rm { names }) => super::block_on(async {
                 for name in names {
                     let path = format!("/v1/apps/{}", client::encode(&name));
-                    client::request(&socket, http::Method::DELETE, &path, String::new())
+                    client::request(&endpoint, http::Method::DELETE, &path, String::new())
                         .await?
                         .ok()?;
                     println!("{name}");

@@ -1,8 +1,9 @@
-//! The control API's client side: where the daemon's socket is, and one JSON request to it
-//! over HTTP/1.1 on a unix socket (hyper's client on a tokio `UnixStream`).
+//! The control API's client side: where the daemon is (its unix socket by default, or TCP with
+//! a bearer token through `SKIFF_HOST`), and one request to it over HTTP/1.1 (hyper's client).
 
 use anyhow::Context;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -19,6 +20,60 @@ pub struct SocketOption {
 impl SocketOption {
     pub fn path(&self) -> PathBuf {
         self.socket.clone().unwrap_or_else(default_socket)
+    }
+}
+
+/// Where the verbs that talk to the daemon find it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientOptions {
+    #[command(flatten)]
+    pub socket: SocketOption,
+
+    /// The daemon's TCP control API, `http://ADDR` (`skiff serve --control-tcp`); the unix
+    /// socket is used when unset
+    #[arg(long, env = "SKIFF_HOST", value_name = "URL")]
+    pub host: Option<String>,
+
+    /// A file holding the TCP control API's bearer token (SKIFF_TOKEN holds the token itself
+    /// and wins)
+    #[arg(long, env = "SKIFF_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The daemon's control API as the CLI reaches it.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp { authority: String, token: String },
+}
+
+impl ClientOptions {
+    pub fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        let Some(host) = &self.host else {
+            return Ok(Endpoint::Unix(self.socket.path()));
+        };
+        let authority = host
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .with_context(|| {
+                format!("SKIFF_HOST={host} is not http://HOST:PORT; use the address `skiff serve --control-tcp` printed")
+            })?;
+        let token = match (std::env::var("SKIFF_TOKEN"), &self.token_file) {
+            (Ok(token), _) if !token.trim().is_empty() => token.trim().to_string(),
+            (_, Some(file)) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read token file {}", file.display()))?
+                .trim()
+                .to_string(),
+            _ => anyhow::bail!(
+                "the TCP control API at {host} needs a token; set SKIFF_TOKEN or --token-file \
+                 (`skiff serve` printed where its token is)"
+            ),
+        };
+        Ok(Endpoint::Tcp {
+            authority: authority.to_string(),
+            token,
+        })
     }
 }
 
@@ -54,34 +109,14 @@ impl Answer {
     }
 }
 
-/// Sends one request to the daemon at `socket`.
+/// Sends one request to the daemon and reads its JSON answer.
 pub async fn request(
-    socket: &std::path::Path,
+    endpoint: &Endpoint,
     method: http::Method,
     path_and_query: &str,
     body: String,
 ) -> anyhow::Result<Answer> {
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|_| {
-        anyhow::anyhow!(
-            "no skiff daemon at {}; start one with `skiff serve`",
-            socket.display()
-        )
-    })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("talking to the skiff daemon")?;
-    tokio::spawn(connection);
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header(http::header::HOST, "skiff")
-        .header(http::header::CONTENT_TYPE, "application/toml")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .context("building the request")?;
-    let response = sender
-        .send_request(request)
-        .await
-        .context("the skiff daemon closed the connection")?;
+    let response = send(endpoint, method, path_and_query, body).await?;
     let status = response.status();
     let bytes = response
         .into_body()
@@ -93,6 +128,63 @@ pub async fn request(
         |_| serde_json::json!({ "error": String::from_utf8_lossy(&bytes).trim().to_string() }),
     );
     Ok(Answer { status, body })
+}
+
+/// Sends one request to the daemon; the response's body is left to read as it streams.
+pub async fn send(
+    endpoint: &Endpoint,
+    method: http::Method,
+    path_and_query: &str,
+    body: String,
+) -> anyhow::Result<http::Response<Incoming>> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(http::header::CONTENT_TYPE, "application/toml");
+    match endpoint {
+        Endpoint::Unix(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "no skiff daemon at {}; start one with `skiff serve`",
+                    socket.display()
+                )
+            })?;
+            let request = request.header(http::header::HOST, "skiff");
+            exchange(stream, request, body).await
+        }
+        Endpoint::Tcp { authority, token } => {
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("no skiff daemon at http://{authority} ({e}); check SKIFF_HOST")
+                })?;
+            let request = request
+                .header(http::header::HOST, authority.as_str())
+                .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            exchange(stream, request, body).await
+        }
+    }
+}
+
+async fn exchange<S>(
+    stream: S,
+    request: http::request::Builder,
+    body: String,
+) -> anyhow::Result<http::Response<Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("talking to the skiff daemon")?;
+    tokio::spawn(connection);
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body)))
+        .context("building the request")?;
+    sender
+        .send_request(request)
+        .await
+        .context("the skiff daemon closed the connection")
 }
 
 /// Percent-encodes a query value: everything but RFC 3986's unreserved characters.

@@ -1,6 +1,6 @@
 //! `skiff deploy -f FILE`: send an app manifest to the daemon and print what changed.
 
-use super::client::{self, SocketOption};
+use super::client::{self, ClientOptions};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ pub struct DeployCommand {
     file: PathBuf,
 
     #[command(flatten)]
-    socket: SocketOption,
+    daemon: ClientOptions,
 }
 
 impl DeployCommand {
@@ -35,8 +35,8 @@ impl DeployCommand {
             client::encode(&base.to_string_lossy()),
             client::encode(&shown)
         );
-        let socket = self.socket.path();
-        let answer = super::block_on(client::request(&socket, http::Method::PUT, &path, text))?;
+        let endpoint = self.daemon.endpoint()?;
+        let answer = super::block_on(client::request(&endpoint, http::Method::PUT, &path, text))?;
         print_deployed(&answer.ok()?);
         Ok(0)
     }

@@ -3,6 +3,7 @@
 mod apps;
 mod client;
 mod deploy;
+mod events;
 mod images;
 mod init;
 mod inspect;
@@ -20,6 +21,7 @@ mod rm;
 mod rmi;
 mod run;
 mod save;
+mod scale;
 mod serve;
 mod stop;
 mod system;
@@ -84,6 +86,10 @@ pub enum Command {
     Deploy(deploy::DeployCommand),
     /// List the daemon's apps; `apps rm NAME` removes one
     Apps(apps::AppsCommand),
+    /// Set a function's warm minimum or a service's replicas: `scale APP/WORKLOAD=N`
+    Scale(scale::ScaleCommand),
+    /// Show the daemon's events (deployed, scaled, removed, ...); --follow streams new ones
+    Events(events::EventsCommand),
     /// Manage skiff's own data: `system prune`
     System(system::SystemCommand),
     /// The OCI runtime command line (create, start, state, kill, delete), as runc's
@@ -97,6 +103,15 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The log filter when `SKIFF_LOG` is unset: warnings only, so a guest's output stands
+    /// alone; `serve` adds its access log (target `skiff::access`).
+    pub fn default_log_filter(&self) -> String {
+        match self.command {
+            Command::Serve(_) => format!("warn,{}=info", crate::gateway::ACCESS_LOG),
+            _ => "warn".to_string(),
+        }
+    }
+
     /// Runs the chosen verb; returns the process exit code.
     pub fn execute(self) -> anyhow::Result<i32> {
         let data_dir = self.global.data_dir.unwrap_or_else(default_data_dir);
@@ -114,6 +129,8 @@ impl Cli {
             Command::Serve(serve) => serve.execute(&data_dir),
             Command::Deploy(deploy) => deploy.execute(),
             Command::Apps(apps) => apps.execute(),
+            Command::Scale(scale) => scale.execute(),
+            Command::Events(events) => events.execute(),
             Command::System(system) => system.execute(&data_dir),
             Command::Ps(ps) => ps.execute(&data_dir),
             Command::Stop(stop) => stop.execute(&data_dir),

@@ -1,13 +1,21 @@
-//! `skiff serve`: the daemon. Binds the control socket and the gateway, prints their stable
-//! lines, serves every stored app again, then serves until SIGINT or SIGTERM.
+//! `skiff serve`: the daemon. Binds the control socket, the gateway and the optional TCP
+//! control and metrics listeners, prints their stable lines, serves every stored app again,
+//! then serves until SIGINT or SIGTERM.
+//!
+//! Stable lines, in this order: `control api on unix:PATH`, `gateway on http://ADDR`, then
+//! with `--control-tcp` `control api on http://ADDR` (and `token in PATH` when skiff wrote a
+//! new token), then with `--metrics` `metrics on http://ADDR`.
 
 use super::client::SocketOption;
+use crate::api::{self, ApiState, auth::Token};
 use crate::daemon::{Daemon, DaemonConfig};
 use crate::gateway::{self, GatewayConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeCommand {
@@ -22,6 +30,35 @@ pub struct ServeCommand {
     /// with Retry-After. 0 refuses at once
     #[arg(long, value_name = "N", default_value_t = 100)]
     function_queue: usize,
+
+    /// Also serve the control API on TCP at ADDR; every request there needs the bearer token
+    #[arg(long, value_name = "ADDR")]
+    control_tcp: Option<SocketAddr>,
+
+    /// The TCP control API's bearer token: a file of mode 0600 or stricter
+    /// [default: generated into DATA_DIR/run/token]
+    #[arg(long, value_name = "PATH", requires = "control_tcp")]
+    token_file: Option<PathBuf>,
+
+    /// Serve Prometheus' /metrics alone on ADDR, without a token, for scrapers
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
+    /// Time a gateway client has to send a request head; slower ones are cut off
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+
+    /// Time a gateway connection may stay open without a request; then it is closed
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
+    /// Largest request body the gateway takes, in bytes; larger ones get 413
+    #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
+    max_body_bytes: u64,
+
+    /// Largest request head (request line and headers) the gateway takes, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
+    max_header_bytes: usize,
 }
 
 impl ServeCommand {
@@ -30,51 +67,97 @@ impl ServeCommand {
     }
 
     async fn serve(self, data_dir: &Path) -> anyhow::Result<i32> {
+        // A bad token file stops the start before anything is bound or opened.
+        let token = match (&self.control_tcp, &self.token_file) {
+            (None, _) => None,
+            (Some(_), Some(file)) => Some((Token::load(file)?, None)),
+            (Some(_), None) => {
+                let path = data_dir.join("run/token");
+                let (token, new) = Token::load_or_generate(&path)?;
+                Some((token, new.then_some(path)))
+            }
+        };
         let daemon = Arc::new(Daemon::open(&DaemonConfig {
             data_dir: data_dir.to_path_buf(),
             function_queue: self.function_queue,
             pool_instances: 1000,
         })?);
         let socket = self.socket.path();
-        let control = crate::api::bind(&socket)?;
-        let gateway_listener = tokio::net::TcpListener::bind(self.gateway)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}; pick a free address with --gateway",
-                    self.gateway
-                )
-            })?;
-        let gateway_addr = gateway_listener.local_addr()?;
+        let control = api::bind(&socket)?;
+        let gateway_listener = listen(self.gateway, "--gateway").await?;
+        let control_tcp = match self.control_tcp {
+            Some(addr) => Some(listen(addr, "--control-tcp").await?),
+            None => None,
+        };
+        let metrics = match self.metrics {
+            Some(addr) => Some(listen(addr, "--metrics").await?),
+            None => None,
+        };
         println!("control api on unix:{}", socket.display());
-        println!("gateway on http://{gateway_addr}");
+        println!("gateway on http://{}", gateway_listener.local_addr()?);
+        if let Some(listener) = &control_tcp {
+            println!("control api on http://{}", listener.local_addr()?);
+        }
+        if let Some((_, Some(path))) = &token {
+            println!("token in {}", path.display());
+        }
+        if let Some(listener) = &metrics {
+            println!("metrics on http://{}", listener.local_addr()?);
+        }
+
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let api = tokio::spawn(crate::api::serve(
+        let state = ApiState {
+            daemon: Arc::clone(&daemon),
+            stopping: stopped.clone(),
+        };
+        let mut servers = tokio::task::JoinSet::new();
+        let routes = api::routes(state);
+        servers.spawn(api::serve(
             control,
-            Arc::clone(&daemon),
+            routes.clone(),
             wait_for(stopped.clone()),
         ));
+        if let (Some(listener), Some((token, _))) = (control_tcp, token) {
+            let guarded = routes.layer(axum::middleware::from_fn_with_state(
+                token,
+                api::auth::require,
+            ));
+            servers.spawn(api::serve(listener, guarded, wait_for(stopped.clone())));
+        }
+        if let Some(listener) = metrics {
+            servers.spawn(api::metrics::serve(listener, wait_for(stopped.clone())));
+        }
         // Connections wait in the backlog until every stored app is routed again, so no
         // client of a deployed app sees a 404 after a restart.
         let restoring = Arc::clone(&daemon);
         let served = tokio::task::spawn_blocking(move || restoring.restore()).await??;
         tracing::info!(functions = served, "serving");
-        let gateway = gateway::serve(
-            gateway_listener,
-            daemon.router(),
-            GatewayConfig::default(),
-            wait_for(stopped),
-        );
+        let config = GatewayConfig {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            ..GatewayConfig::default()
+        };
+        let gateway = gateway::serve(gateway_listener, daemon.router(), config, wait_for(stopped));
         let signals = async {
             shutdown_signal().await;
             let _ = stop.send(true);
         };
         let (result, ()) = tokio::join!(gateway, signals);
         result.context("the gateway failed")?;
-        api.await?.context("the control api failed")?;
+        while let Some(served) = servers.join_next().await {
+            served?.context("the control api failed")?;
+        }
         let _ = std::fs::remove_file(&socket);
         Ok(0)
     }
+}
+
+async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}; pick a free address with {flag}"))
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {

@@ -8,8 +8,11 @@
 //! This first slice runs functions only: services and jobs are validated and stored, not run
 //! yet. It does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
 
+mod control;
 pub mod functions;
 pub mod router;
+
+pub use control::{MAX_SERVICE_REPLICAS, ScaleChange};
 
 use crate::app::{self, AppDiff, AppSpec, FunctionSpec, ManifestError};
 use crate::oci::local::ImagesError;
@@ -71,6 +74,23 @@ pub enum DaemonError {
     #[error("no app named {name} is deployed; see `skiff apps`")]
     NotFound { name: String },
 
+    #[error("app {app} has no workload {workload}; see its workloads with `GET /v1/apps/{app}`")]
+    WorkloadNotFound { app: String, workload: String },
+
+    #[error("{app}/{workload} is a job; jobs run to completion and are not scaled")]
+    NotScalable { app: String, workload: String },
+
+    #[error(
+        "{app}/{workload} cannot be scaled to {replicas}: its max is {max}; raise `max` in the \
+         manifest and deploy it first"
+    )]
+    ScaleAboveMax {
+        app: String,
+        workload: String,
+        replicas: u32,
+        max: u32,
+    },
+
     #[error("stored spec of app {app} is unreadable ({detail}); deploy the app again")]
     Spec { app: String, detail: String },
 
@@ -112,8 +132,10 @@ pub struct Daemon {
     store: Store,
     preparer: Preparer,
     router: Arc<Router>,
-    /// One deploy or removal at a time, so the diff, the store and the routes agree.
+    /// One deploy, removal or scale at a time, so the diff, the store and the routes agree.
     changes: tokio::sync::Mutex<()>,
+    /// Announces stored `skiff scale` changes to the supervisors (see `control`).
+    scales: tokio::sync::broadcast::Sender<ScaleChange>,
 }
 
 impl Daemon {
@@ -136,6 +158,7 @@ impl Daemon {
             },
             router: Arc::new(Router::default()),
             changes: tokio::sync::Mutex::new(()),
+            scales: control::scale_channel(),
         })
     }
 

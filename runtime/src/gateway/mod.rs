@@ -7,4 +7,4 @@
 
 mod server;
 
-pub use server::{GatewayConfig, serve};
+pub use server::{ACCESS_LOG, GatewayConfig, serve};

@@ -55,6 +55,7 @@ fn small() -> GatewayConfig {
         max_body_bytes: 1024,
         header_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(5),
         max_connections: 64,
         max_in_flight: 4,
     }
