@@ -18,7 +18,9 @@
 //! - [`daemon`]: `skiff serve`'s deployed apps: stored, prepared, routed by the gateway, and
 //!   served again after a restart.
 //! - [`metrics`]: the daemon's Prometheus metrics, one registry per process.
-//! - [`api`]: the control API (axum on a unix socket) in front of the daemon.
+//! - [`api`]: the control API (axum on a unix socket, and on TCP with a bearer token) in front
+//!   of the daemon, with `/metrics` and the event stream.
+//! - [`logging`]: the daemon's bounded, non-blocking log writer.
 //! - [`cli`]: one file per verb.
 //!
 //! Layering, kept by review: `oci` depends on nothing else in skiff; `wasm` and `linux` read
@@ -34,6 +36,7 @@ pub mod daemon;
 pub mod gateway;
 pub mod instance;
 pub mod linux;
+pub mod logging;
 pub mod metrics;
 pub mod oci;
 pub mod sched;

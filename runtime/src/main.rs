@@ -17,10 +17,18 @@ fn main() {
         .as_ref()
         .map_or_else(|| "warn".to_string(), Cli::default_log_filter);
     let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    // The daemon logs every request: its lines queue for stderr rather than block on it.
+    let queued = cli
+        .as_ref()
+        .filter(|cli| cli.is_daemon())
+        .map(|_| skiff::logging::QueuedStderr::start());
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match &queued {
+        Some(queued) => subscriber.with_writer(queued.clone()).init(),
+        None => subscriber.with_writer(std::io::stderr).init(),
+    }
     let result = match cli {
         Some(cli) => cli.execute(),
         None => skiff::cli::oci::OciCommand::parse().execute(),
@@ -33,5 +41,8 @@ fn main() {
                 .map_or(skiff::wasm::exit_code::SKIFF_ERROR, WasmError::exit_code)
         }
     };
+    if let Some(queued) = queued {
+        queued.flush(std::time::Duration::from_secs(1));
+    }
     std::process::exit(code);
 }

@@ -150,3 +150,74 @@ fn line(event: &Event) -> String {
     });
     format!("{value}\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{EVENT_CHANNEL_CAPACITY, NewEvent, Store};
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn event(app: &str, n: usize) -> NewEvent {
+        NewEvent {
+            app: Some(app.into()),
+            kind: "deployed".into(),
+            message: format!("event {n}"),
+            ..NewEvent::default()
+        }
+    }
+
+    fn follow(store: &Store, app: Option<&str>) -> (Follow, watch::Sender<bool>) {
+        let (stop, stopping) = watch::channel(false);
+        let follow = Follow {
+            backlog: VecDeque::new(),
+            live: store.subscribe(),
+            last: 0,
+            app: app.map(str::to_string),
+            stopping,
+        };
+        (follow, stop)
+    }
+
+    #[tokio::test]
+    async fn a_slow_follower_gets_one_missed_line_then_goes_on() {
+        let (_dir, store) = temp_store();
+        let (mut follow, _stop) = follow(&store, None);
+        let over = 5;
+        for n in 0..EVENT_CHANNEL_CAPACITY + over {
+            store.append_event(&event("shop", n)).unwrap();
+        }
+        let missed: serde_json::Value =
+            serde_json::from_str(&follow.next().await.unwrap()).unwrap();
+        assert_eq!(missed["kind"], "missed");
+        assert_eq!(missed["missed"], over);
+        assert!(
+            missed["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("missed {over} events"))
+        );
+        let next: serde_json::Value = serde_json::from_str(&follow.next().await.unwrap()).unwrap();
+        assert_eq!(next["seq"], over + 1, "the stream goes on after the marker");
+    }
+
+    #[tokio::test]
+    async fn a_follower_skips_what_its_backlog_sent_and_other_apps() {
+        let (_dir, store) = temp_store();
+        let (mut follow, stop) = follow(&store, Some("shop"));
+        let first = store.append_event(&event("shop", 1)).unwrap();
+        follow.backlog.push_back(first);
+        follow.last = 1;
+        store.append_event(&event("other", 2)).unwrap();
+        store.append_event(&event("shop", 3)).unwrap();
+        let lines = [follow.next().await.unwrap(), follow.next().await.unwrap()];
+        assert!(lines[0].contains(r#""seq":1"#), "{}", lines[0]);
+        assert!(lines[1].contains(r#""seq":3"#), "{}", lines[1]);
+        stop.send(true).unwrap();
+        assert_eq!(follow.next().await, None, "stopping ends the stream");
+    }
+}

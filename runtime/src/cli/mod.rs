@@ -112,6 +112,11 @@ impl Cli {
         }
     }
 
+    /// Whether this is the long-running daemon (`serve`).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+
     /// Runs the chosen verb; returns the process exit code.
     pub fn execute(self) -> anyhow::Result<i32> {
         let data_dir = self.global.data_dir.unwrap_or_else(default_data_dir);

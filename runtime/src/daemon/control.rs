@@ -39,7 +39,7 @@ pub(super) fn scale_channel() -> broadcast::Sender<ScaleChange> {
 impl Daemon {
     /// Sets `app/workload` to `replicas`: checks it against the workload's kind and `max`,
     /// stores it, records a `scaled` event and announces it. Nothing is stored on an error.
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(Display, level = "warn"))]
     pub async fn scale(
         self: &Arc<Self>,
         app: &str,

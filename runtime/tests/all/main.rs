@@ -5,6 +5,7 @@
 
 mod cache;
 mod cli;
+mod control;
 mod daemon;
 mod errors;
 mod fs;
@@ -13,9 +14,11 @@ mod http;
 mod layout;
 mod limits;
 mod linux;
+mod observe;
 mod oci;
 mod oci_runtime;
 mod registry;
 mod run;
+mod serving;
 mod support;
 mod unpack;
