@@ -8,7 +8,7 @@
 
 use super::client::SocketOption;
 use crate::api::{self, ApiState, auth::Token};
-use crate::daemon::{Daemon, DaemonConfig};
+use crate::daemon::{Daemon, DaemonConfig, EVENTS_KEPT};
 use crate::gateway::{self, GatewayConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -45,11 +45,11 @@ pub struct ServeCommand {
     metrics: Option<SocketAddr>,
 
     /// Time a gateway client has to send a request head; slower ones are cut off
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_timeout: Duration,
 
     /// Time a gateway connection may stay open without a request; then it is closed
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     idle_timeout: Duration,
 
     /// Largest request body the gateway takes, in bytes; larger ones get 413
@@ -86,7 +86,16 @@ impl ServeCommand {
         let control = api::bind(&socket)?;
         let gateway_listener = listen(self.gateway, "--gateway").await?;
         let control_tcp = match self.control_tcp {
-            Some(addr) => Some(listen(addr, "--control-tcp").await?),
+            Some(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        %addr,
+                        "the TCP control API is plain HTTP: its token crosses the network in \
+                         the clear; keep it on loopback or put TLS in front of it"
+                    );
+                }
+                Some(listen(addr, "--control-tcp").await?)
+            }
             None => None,
         };
         let metrics = match self.metrics {
@@ -132,6 +141,7 @@ impl ServeCommand {
         let restoring = Arc::clone(&daemon);
         let served = tokio::task::spawn_blocking(move || restoring.restore()).await??;
         tracing::info!(functions = served, "serving");
+        tokio::spawn(trim_events(Arc::clone(&daemon)));
         let config = GatewayConfig {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
@@ -151,6 +161,30 @@ impl ServeCommand {
         }
         let _ = std::fs::remove_file(&socket);
         Ok(0)
+    }
+}
+
+/// Keeps the event log at [`EVENTS_KEPT`]: at start, then every ten minutes.
+async fn trim_events(daemon: Arc<Daemon>) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        let trimming = Arc::clone(&daemon);
+        match tokio::task::spawn_blocking(move || trimming.trim_events(EVENTS_KEPT)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(trimmed)) => tracing::debug!(trimmed, "old events trimmed"),
+            Ok(Err(error)) => tracing::warn!(%error, "old events not trimmed"),
+            Err(error) => tracing::warn!(%error, "old events not trimmed"),
+        }
+    }
+}
+
+/// A duration above zero, as `10s` or `1m`.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be above zero, e.g. 10s".to_string()),
+        Err(e) => Err(format!("{e}; write e.g. 10s, 500ms or 1m")),
     }
 }
 

@@ -19,6 +19,9 @@ use tokio::sync::broadcast;
 /// Scale changes the broadcast holds for a slow supervisor before it lags.
 pub const SCALE_CHANNEL: usize = 64;
 
+/// Events the log keeps; `skiff serve` trims older ones at start and then every few minutes.
+pub const EVENTS_KEPT: usize = 10_000;
+
 /// Replicas a service may be scaled to when its manifest sets no `max`.
 pub const MAX_SERVICE_REPLICAS: u32 = 1000;
 
@@ -122,6 +125,11 @@ impl Daemon {
     /// Up to `limit` stored events after `seq`, oldest first.
     pub fn events_since(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
         Ok(self.store.events_since(seq, limit)?)
+    }
+
+    /// Deletes all but the newest `keep` events; returns how many went.
+    pub fn trim_events(&self, keep: usize) -> Result<usize> {
+        Ok(self.store.trim_events(keep)?)
     }
 
     /// Events appended from now on, bounded: a slow reader gets a `Lagged` marker.

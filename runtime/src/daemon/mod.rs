@@ -12,7 +12,7 @@ mod control;
 pub mod functions;
 pub mod router;
 
-pub use control::{MAX_SERVICE_REPLICAS, ScaleChange};
+pub use control::{EVENTS_KEPT, MAX_SERVICE_REPLICAS, ScaleChange};
 
 use crate::app::{self, AppDiff, AppSpec, FunctionSpec, ManifestError};
 use crate::oci::local::ImagesError;
@@ -74,7 +74,7 @@ pub enum DaemonError {
     #[error("no app named {name} is deployed; see `skiff apps`")]
     NotFound { name: String },
 
-    #[error("app {app} has no workload {workload}; see its workloads with `GET /v1/apps/{app}`")]
+    #[error("app {app} has no workload {workload}; check the name against the app's skiff.toml")]
     WorkloadNotFound { app: String, workload: String },
 
     #[error("{app}/{workload} is a job; jobs run to completion and are not scaled")]

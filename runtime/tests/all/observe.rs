@@ -247,3 +247,25 @@ fn the_gateway_cuts_off_slow_idle_and_oversized_clients_and_keeps_serving() {
         .expect_code(0)
         .stdout_has("greet");
 }
+
+#[test]
+fn gateway_timeouts_must_be_durations_above_zero() {
+    let skiff = Skiff::new();
+    for (flag, value, message) in [
+        ("--idle-timeout", "0s", "must be above zero"),
+        ("--header-timeout", "soon", "write e.g. 10s"),
+    ] {
+        let refused = skiff
+            .command()
+            .args(["serve", "--gateway", "127.0.0.1:0", "--socket"])
+            .arg(socket(&skiff))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        Ran::from(refused)
+            .expect_code(2)
+            .stderr_has(flag)
+            .stderr_has(message);
+        assert!(!socket(&skiff).exists(), "nothing was started for {flag}");
+    }
+}
