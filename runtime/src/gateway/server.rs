@@ -124,8 +124,11 @@ pub async fn serve<H: HttpHandler>(
                 hyper::service::service_fn(move |request| {
                     let (shared, activity) = (shared.clone(), activity.clone());
                     async move {
-                        let _busy = activity.begin();
-                        Ok::<_, std::convert::Infallible>(shared.answer(request, peer).await)
+                        let answering = activity.begin();
+                        let response = shared.answer(request, peer).await;
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| Streaming { body, answering }),
+                        )
                     }
                 })
             };
@@ -180,6 +183,7 @@ impl Activity {
     }
 }
 
+/// A request being answered, from its head until its response body ends.
 struct Answering(Arc<Activity>);
 
 impl Drop for Answering {
@@ -189,9 +193,41 @@ impl Drop for Answering {
     }
 }
 
+/// A response body that keeps its connection busy (not idle) until it ends, so a long
+/// download is never taken for an idle connection.
+struct Streaming {
+    body: Body,
+    answering: Answering,
+}
+
+impl hyper::body::Body for Streaming {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.answering.0.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Drives `connection` to its end, shutting it down gracefully once it has been idle for
-/// `idle` (HTTP/1.1 closes, h2c sends GOAWAY; a response being written is finished first).
-/// A client that still holds the connection another `idle` later is dropped.
+/// `idle` (HTTP/1.1 closes, h2c sends GOAWAY). A client that still holds the connection
+/// another `idle` later is dropped. A connection is idle while no request is being answered
+/// and no response body is being sent.
 async fn close_when_idle<C>(
     connection: C,
     activity: &Activity,

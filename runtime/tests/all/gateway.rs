@@ -10,11 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Answers with the body's length; `/slow` waits a while first.
+/// Answers with the body's length; `/slow` waits a while first; `/drip` sends ten chunks
+/// 100 ms apart.
 struct Echo;
 
 impl HttpHandler for Echo {
     async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+        if request.uri().path() == "/drip" {
+            return drip();
+        }
         if request.uri().path() == "/slow" {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -26,6 +30,18 @@ impl HttpHandler for Echo {
             Err(e) => text_response(http::StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
+}
+
+fn drip() -> http::Response<Body> {
+    let chunks = futures_util::stream::unfold(0u8, |n| async move {
+        if n == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let frame = hyper::body::Frame::data(bytes::Bytes::from(format!("{n}")));
+        Some((Ok::<_, skiff::instance::BoxError>(frame), n + 1))
+    });
+    http::Response::new(http_body_util::StreamBody::new(chunks).boxed_unsync())
 }
 
 /// Starts the gateway on a background thread with `config`; returns its address.
@@ -144,4 +160,21 @@ fn a_full_gateway_answers_503_with_retry_after() {
     });
     let busy = replies.expect("a request beyond max_in_flight gets 503");
     assert_eq!(busy.headers["retry-after"], "1");
+}
+
+#[test]
+fn a_long_response_is_not_taken_for_an_idle_connection() {
+    let addr = start(GatewayConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..small()
+    });
+    // The body takes about five idle timeouts to send; the connection must stay for all of it.
+    for version in [Version::Http1, Version::H2c] {
+        let reply = runtime().block_on(fetch(addr, version, "GET", "/drip", ""));
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "0123456789"),
+            "{version:?}"
+        );
+    }
 }
