@@ -3,29 +3,23 @@
 //!
 //! Per connection it enforces the head and body limits, the header timeout (slowloris) and an
 //! idle timeout; per request it assigns the request id, counts into the process's metrics
-//! ([`crate::metrics`]: responses by status, in flight, refusals) and writes one access log
-//! line on the `skiff::access` tracing target when the response head is ready.
+//! ([`crate::metrics`]: responses by status, in flight, refusals) and starts the access log
+//! line, written when the response body ends.
 
+use super::access::{AccessLine, REQUEST_ID, RequestIds};
+use super::connection::{Activity, Streaming, close_when_idle};
 use crate::instance::{Body, BoxError, HttpHandler, text_response};
 use crate::metrics;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-
-/// The tracing target of access log lines; `skiff serve` enables it at info by default.
-pub const ACCESS_LOG: &str = "skiff::access";
-
-/// The request id header: kept when the client sent a well-formed one, assigned otherwise.
-const REQUEST_ID: &str = "x-request-id";
 
 /// Limits of the HTTP front door. Each default is stated on its field.
 #[derive(Debug, Clone)]
@@ -65,8 +59,7 @@ struct Shared<H> {
     handler: Arc<H>,
     config: GatewayConfig,
     in_flight: Arc<Semaphore>,
-    /// Assigned request ids count up from a random start, so two daemons' ids rarely meet.
-    next_request_id: AtomicU64,
+    request_ids: RequestIds,
 }
 
 /// Serves `handler` on `listener` until `shutdown` resolves.
@@ -81,7 +74,7 @@ pub async fn serve<H: HttpHandler>(
         handler,
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         config,
-        next_request_id: AtomicU64::new(random_seed()),
+        request_ids: RequestIds::new(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -125,9 +118,9 @@ pub async fn serve<H: HttpHandler>(
                     let (shared, activity) = (shared.clone(), activity.clone());
                     async move {
                         let answering = activity.begin();
-                        let response = shared.answer(request, peer).await;
+                        let (response, access) = shared.answer(request, peer).await;
                         Ok::<_, std::convert::Infallible>(
-                            response.map(|body| Streaming { body, answering }),
+                            response.map(|body| Streaming::new(body, answering, access)),
                         )
                     }
                 })
@@ -143,168 +136,27 @@ pub async fn serve<H: HttpHandler>(
     }
 }
 
-/// When a connection last had something to do: requests being answered now and the time the
-/// last one began or ended.
-struct Activity {
-    opened: Instant,
-    answering: AtomicUsize,
-    /// Milliseconds after `opened`.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            answering: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Marks a request as being answered until the guard drops.
-    fn begin(self: &Arc<Self>) -> Answering {
-        self.answering.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        Answering(self.clone())
-    }
-
-    /// When the connection will have been idle for `idle`, if nothing happens before.
-    fn idle_at(&self, idle: Duration) -> Instant {
-        self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
-    }
-
-    fn is_idle(&self, idle: Duration) -> bool {
-        self.answering.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_at(idle)
-    }
-}
-
-/// A request being answered, from its head until its response body ends.
-struct Answering(Arc<Activity>);
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.answering.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its connection busy (not idle) until it ends, so a long
-/// download is never taken for an idle connection.
-struct Streaming {
-    body: Body,
-    answering: Answering,
-}
-
-impl hyper::body::Body for Streaming {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if polled.is_ready() {
-            self.answering.0.touch();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Drives `connection` to its end, shutting it down gracefully once it has been idle for
-/// `idle` (HTTP/1.1 closes, h2c sends GOAWAY). A client that still holds the connection
-/// another `idle` later is dropped. A connection is idle while no request is being answered
-/// and no response body is being sent.
-async fn close_when_idle<C>(
-    connection: C,
-    activity: &Activity,
-    idle: Duration,
-    shut_down: impl FnOnce(Pin<&mut C>),
-) -> Result<(), BoxError>
-where
-    C: Future<Output = Result<(), BoxError>>,
-{
-    tokio::pin!(connection);
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => return result,
-            () = tokio::time::sleep_until(activity.idle_at(idle).into()) => {
-                if activity.is_idle(idle) {
-                    break;
-                }
-            }
-        }
-    }
-    shut_down(connection.as_mut());
-    match tokio::time::timeout(idle, connection).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
-}
-
 impl<H: HttpHandler> Shared<H> {
+    /// Answers `request`; the access line, when that log is on, to write when its response
+    /// body ends.
     async fn answer(
         &self,
         mut request: http::Request<Incoming>,
         peer: SocketAddr,
-    ) -> http::Response<Body> {
-        let started = Instant::now();
-        let id = self.request_id(&request);
+    ) -> (http::Response<Body>, Option<Box<AccessLine>>) {
+        let id = self.request_ids.assign(&request);
         request.headers_mut().insert(REQUEST_ID, id.clone());
-        let (method, version) = (request.method().clone(), request.version());
-        let path = request.uri().path().to_string();
-        let host = request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().host())
-            .unwrap_or("-")
-            .to_string();
+        let access = AccessLine::start(&request, &id, peer);
         let in_flight = metrics::global().gateway_in_flight();
         let mut response = self.limited(request).await;
         drop(in_flight);
-        response.headers_mut().insert(REQUEST_ID, id.clone());
-        let status = response.status().as_u16();
-        metrics::global().gateway_response(status);
-        let bytes = response.body().size_hint().exact();
-        tracing::info!(
-            target: ACCESS_LOG,
-            id = id.to_str().unwrap_or("-"),
-            %peer,
-            %method,
-            host,
-            path,
-            ?version,
-            status,
-            bytes,
-            duration_ms = started.elapsed().as_secs_f64() * 1e3,
-        );
-        response
-    }
-
-    /// The client's `x-request-id` when it is 1 to 128 characters of `[A-Za-z0-9._:-]`;
-    /// a fresh one otherwise.
-    fn request_id(&self, request: &http::Request<Incoming>) -> HeaderValue {
-        if let Some(sent) = request.headers().get(REQUEST_ID)
-            && well_formed_id(sent.as_bytes())
-        {
-            return sent.clone();
-        }
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{id:016x}")).expect("hex digits are a valid header")
+        response.headers_mut().insert(REQUEST_ID, id);
+        metrics::global().gateway_response(response.status().as_u16());
+        let access = access.map(|mut line| {
+            line.status = response.status().as_u16();
+            line
+        });
+        (response, access)
     }
 
     async fn limited(&self, request: http::Request<Incoming>) -> http::Response<Body> {
@@ -345,35 +197,5 @@ impl<H: HttpHandler> Shared<H> {
                 text_response(StatusCode::GATEWAY_TIMEOUT, "the request timed out\n")
             }
         }
-    }
-}
-
-fn well_formed_id(id: &[u8]) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
-}
-
-/// A random start for request ids, from the standard library's per-process hash keys.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_short_and_plain() {
-        assert!(well_formed_id(b"abc-123_x.y:z"));
-        assert!(well_formed_id(&[b'a'; 128]));
-        assert!(!well_formed_id(b""));
-        assert!(!well_formed_id(&[b'a'; 129]));
-        assert!(!well_formed_id(b"a b"));
-        assert!(!well_formed_id(b"<script>"));
     }
 }

@@ -132,6 +132,7 @@ fn every_response_carries_a_request_id_and_an_access_log_line() {
     assert_eq!(kept.headers["x-request-id"], "trace-42.a");
     let line = serving.logged(&["skiff::access", "trace-42.a"]);
     for field in [
+        "bytes=30",
         "method=GET",
         "path=\"/hello\"",
         "status=200",
