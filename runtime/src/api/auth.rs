@@ -126,11 +126,14 @@ impl Token {
 
 /// Middleware: lets a request with the right bearer token through, answers 401 otherwise.
 pub async fn require(State(token): State<Token>, request: Request, next: Next) -> Response {
+    // The scheme is case-insensitive (RFC 9110); the token is not.
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
     if given.is_some_and(|given| token.matches(given.trim())) {
         return next.run(request).await;
     }

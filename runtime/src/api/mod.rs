@@ -8,12 +8,14 @@
 //! live one refused. It decides nothing about apps itself.
 //!
 //! By concept: [`apps`] (deploy, list, remove, scale), [`events`] (the log and its live
-//! stream), [`metrics`] (Prometheus text), [`auth`] (the TCP listener's bearer token).
+//! stream), [`metrics`] (Prometheus text), [`auth`] (the TCP listener's bearer token),
+//! [`tcp`] (the TCP listener's connection limits).
 
 mod apps;
 pub mod auth;
 mod events;
 pub mod metrics;
+pub mod tcp;
 
 use crate::daemon::{Daemon, DaemonError};
 use axum::Json;
@@ -118,7 +120,7 @@ pub fn routes(state: ApiState) -> axum::Router {
         .with_state(state)
 }
 
-/// Serves the control API on `listener` (the unix socket, or TCP behind [`auth::require`])
+/// Serves the control API on `listener` (the unix socket; TCP goes through [`tcp::serve`])
 /// until `shutdown` resolves.
 pub async fn serve<L>(
     listener: L,

@@ -131,7 +131,12 @@ impl ServeCommand {
                 token,
                 api::auth::require,
             ));
-            servers.spawn(api::serve(listener, guarded, wait_for(stopped.clone())));
+            servers.spawn(api::tcp::serve(
+                listener,
+                guarded,
+                api::tcp::TcpLimits::default(),
+                wait_for(stopped.clone()),
+            ));
         }
         if let Some(listener) = metrics {
             servers.spawn(api::metrics::serve(listener, wait_for(stopped.clone())));

@@ -66,6 +66,9 @@ fn the_tcp_control_api_needs_its_bearer_token() {
     let bearer = format!("Bearer {token}");
     let metrics = request(tcp, "GET", "/metrics", &[("authorization", &bearer)], "");
     assert_eq!(metrics.status, 200, "{metrics:?}");
+    let lowercase = format!("bearer {token}");
+    let info = request(tcp, "GET", "/v1/info", &[("authorization", &lowercase)], "");
+    assert_eq!(info.status, 200, "the scheme is case-insensitive: {info:?}");
 
     // The CLI over TCP: SKIFF_HOST and SKIFF_TOKEN, or --token-file.
     let host = format!("http://{tcp}");
