@@ -6,6 +6,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 
 /// `--socket` for `serve` and the verbs that talk to it.
@@ -48,7 +50,12 @@ pub enum Endpoint {
 }
 
 impl ClientOptions {
+    /// The unix socket, or the TCP API of `--host` with `SKIFF_TOKEN` or `--token-file`.
     pub fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        self.endpoint_with(std::env::var("SKIFF_TOKEN").ok())
+    }
+
+    fn endpoint_with(&self, env_token: Option<String>) -> anyhow::Result<Endpoint> {
         let Some(host) = &self.host else {
             return Ok(Endpoint::Unix(self.socket.path()));
         };
@@ -57,15 +64,18 @@ impl ClientOptions {
             .map(|rest| rest.trim_end_matches('/'))
             .filter(|rest| !rest.is_empty() && !rest.contains('/'))
             .with_context(|| {
-                format!("SKIFF_HOST={host} is not http://HOST:PORT; use the address `skiff serve --control-tcp` printed")
+                format!(
+                    "SKIFF_HOST={host} is not http://HOST:PORT; use the address \
+                     `skiff serve --control-tcp` printed"
+                )
             })?;
-        let token = match (std::env::var("SKIFF_TOKEN"), &self.token_file) {
-            (Ok(token), _) if !token.trim().is_empty() => token.trim().to_string(),
-            (_, Some(file)) => std::fs::read_to_string(file)
+        let token = match (env_token.filter(|t| !t.trim().is_empty()), &self.token_file) {
+            (Some(token), _) => token.trim().to_string(),
+            (None, Some(file)) => std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read token file {}", file.display()))?
                 .trim()
                 .to_string(),
-            _ => anyhow::bail!(
+            (None, None) => anyhow::bail!(
                 "the TCP control API at {host} needs a token; set SKIFF_TOKEN or --token-file \
                  (`skiff serve` printed where its token is)"
             ),
@@ -198,4 +208,57 @@ pub fn encode(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn options(host: Option<&str>, token_file: Option<PathBuf>) -> ClientOptions {
+        ClientOptions {
+            socket: SocketOption {
+                socket: Some(PathBuf::from("/tmp/test.sock")),
+            },
+            host: host.map(str::to_string),
+            token_file,
+        }
+    }
+
+    #[test]
+    fn the_socket_is_the_default_and_tcp_needs_a_token() {
+        let unix = options(None, None).endpoint_with(Some("t".into())).unwrap();
+        assert!(matches!(unix, Endpoint::Unix(p) if p == Path::new("/tmp/test.sock")));
+
+        let tcp = options(Some("http://127.0.0.1:7070/"), None)
+            .endpoint_with(Some(" t0k \n".into()))
+            .unwrap();
+        let Endpoint::Tcp { authority, token } = tcp else {
+            panic!("not tcp");
+        };
+        assert_eq!(
+            (authority.as_str(), token.as_str()),
+            ("127.0.0.1:7070", "t0k")
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let tcp = options(Some("http://h:1"), Some(file))
+            .endpoint_with(None)
+            .unwrap();
+        assert!(matches!(tcp, Endpoint::Tcp { token, .. } if token == "from-file"));
+
+        let err = options(Some("http://h:1"), None).endpoint_with(Some(" ".into()));
+        assert!(err.unwrap_err().to_string().contains("needs a token"));
+        for bad in ["https://h:1", "h:1", "http://", "http://h:1/v1"] {
+            let err = options(Some(bad), None).endpoint_with(Some("t".into()));
+            assert!(
+                err.unwrap_err()
+                    .to_string()
+                    .contains("is not http://HOST:PORT"),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -80,7 +80,8 @@ pub enum Command {
     Login(login::LoginCommand),
     /// Forget a registry's credentials
     Logout(login::LogoutCommand),
-    /// The daemon: serve deployed apps, with the control API on a unix socket
+    /// The daemon: serve deployed apps, with the control API on a unix socket (and on TCP
+    /// with a bearer token)
     Serve(serve::ServeCommand),
     /// Deploy an app manifest (skiff.toml) to the daemon and print what changed
     Deploy(deploy::DeployCommand),

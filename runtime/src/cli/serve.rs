@@ -56,7 +56,8 @@ pub struct ServeCommand {
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     max_body_bytes: u64,
 
-    /// Largest request head (request line and headers) the gateway takes, in bytes
+    /// Largest request head (request line and headers) the gateway takes, in bytes (HTTP/1.1
+    /// buffers at least 8192)
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
     max_header_bytes: usize,
 }
