@@ -6,8 +6,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-#[cfg(test)]
-use std::path::Path;
 use std::path::PathBuf;
 
 /// `--socket` for `serve` and the verbs that talk to it.
