@@ -107,9 +107,10 @@ impl Cli {
     /// The log filter when `SKIFF_LOG` is unset: warnings only, so a guest's output stands
     /// alone; `serve` adds its access log (target `skiff::access`).
     pub fn default_log_filter(&self) -> String {
-        match self.command {
-            Command::Serve(_) => format!("warn,{}=info", crate::gateway::ACCESS_LOG),
-            _ => "warn".to_string(),
+        if self.is_daemon() {
+            format!("warn,{}=info", crate::gateway::ACCESS_LOG)
+        } else {
+            "warn".to_string()
         }
     }
 
