@@ -70,7 +70,7 @@ impl AccessLine {
             .headers()
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().host())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()))
             .unwrap_or("-");
         Some(Box::new(Self {
             started: Instant::now(),
