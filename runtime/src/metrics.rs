@@ -345,6 +345,27 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_counts_responses_refusals_and_what_is_in_flight() {
+        let metrics = Metrics::new();
+        metrics.gateway_response(200);
+        metrics.gateway_response(200);
+        metrics.gateway_refusal("busy");
+        let held = metrics.gateway_in_flight();
+        let dropped = metrics.gateway_in_flight();
+        drop(dropped);
+        let text = metrics.encode();
+        for series in [
+            r#"skiff_gateway_responses_total{status="200"} 2"#,
+            r#"skiff_gateway_refusals_total{reason="busy"} 1"#,
+            "skiff_gateway_in_flight 1",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        drop(held);
+        assert!(metrics.encode().contains("skiff_gateway_in_flight 0"));
+    }
+
+    #[test]
     fn forgotten_workloads_leave_the_text() {
         let metrics = Metrics::new();
         metrics.workload("shop", "api").cold_starts.inc();
