@@ -29,7 +29,7 @@ pub struct ClientOptions {
     #[command(flatten)]
     pub socket: SocketOption,
 
-    /// The daemon's TCP control API, `http://ADDR` (`skiff serve --control-tcp`); the unix
+    /// The daemon's TCP control API, `http://ADDR` (`skiff serve --api`); the unix
     /// socket is used when unset
     #[arg(long, env = "SKIFF_HOST", value_name = "URL")]
     pub host: Option<String>,
@@ -64,7 +64,7 @@ impl ClientOptions {
             .with_context(|| {
                 format!(
                     "SKIFF_HOST={host} is not http://HOST:PORT; use the address \
-                     `skiff serve --control-tcp` printed"
+                     `skiff serve --api` printed"
                 )
             })?;
         let token = match (env_token.filter(|t| !t.trim().is_empty()), &self.token_file) {

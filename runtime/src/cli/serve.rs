@@ -3,7 +3,7 @@
 //! then serves until SIGINT or SIGTERM.
 //!
 //! Stable lines, in this order: `control api on unix:PATH`, `gateway on http://ADDR`, then
-//! with `--control-tcp` `control api on http://ADDR` (and `token in PATH` when skiff wrote a
+//! with `--api` `control api on http://ADDR` (and `token in PATH` when skiff wrote a
 //! new token), then with `--metrics` `metrics on http://ADDR`.
 
 use super::client::SocketOption;
@@ -32,7 +32,7 @@ pub struct ServeCommand {
     function_queue: usize,
 
     /// Also serve the control API on TCP at ADDR; every request there needs the bearer token
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long = "api", visible_alias = "control-tcp", value_name = "ADDR")]
     control_tcp: Option<SocketAddr>,
 
     /// The TCP control API's bearer token: a file of mode 0600 or stricter
@@ -95,7 +95,7 @@ impl ServeCommand {
                          the clear; keep it on loopback or put TLS in front of it"
                     );
                 }
-                Some(listen(addr, "--control-tcp").await?)
+                Some(listen(addr, "--api").await?)
             }
             None => None,
         };

@@ -18,7 +18,7 @@ fn apps_json(serving: &Serving) -> serde_json::Value {
 fn the_tcp_control_api_needs_its_bearer_token() {
     let skiff = Skiff::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut serving = Serving::start(&skiff, &["--control-tcp", "127.0.0.1:0"]);
+    let mut serving = Serving::start(&skiff, &["--api", "127.0.0.1:0"]);
     let tcp: std::net::SocketAddr = serving.line("control api on http://").parse().unwrap();
     let token_file = serving.line("token in ");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
@@ -129,7 +129,7 @@ fn a_bad_token_file_stops_the_daemon_before_it_listens() {
         Ran::from(
             skiff
                 .command()
-                .args(["serve", "--gateway", "127.0.0.1:0", "--control-tcp"])
+                .args(["serve", "--gateway", "127.0.0.1:0", "--api"])
                 .args(["127.0.0.1:0", "--socket"])
                 .arg(socket(&skiff))
                 .arg("--token-file")
@@ -159,7 +159,7 @@ fn a_bad_token_file_stops_the_daemon_before_it_listens() {
         .arg(&token)
         .output()
         .unwrap();
-    Ran::from(alone).expect_code(2).stderr_has("--control-tcp");
+    Ran::from(alone).expect_code(2).stderr_has("--api");
 }
 
 const SHOP: &str = r#"[app]
