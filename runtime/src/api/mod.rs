@@ -124,6 +124,10 @@ impl IntoResponse for Failure {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "fix the function (its code, image or volumes) and deploy again; nothing was changed",
             ),
+            DaemonError::Workload(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "get the image or fix the workload, and deploy again; nothing was changed",
+            ),
             DaemonError::RouteTaken { .. } => (
                 StatusCode::CONFLICT,
                 "routes are unique per host across apps; nothing was changed",
@@ -205,7 +209,6 @@ fn deployed_json(deployed: &Deployed) -> Value {
         "generation": deployed.generation,
         "unchanged": deployed.diff.is_empty(),
         "diff": deployed.diff.workloads.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "not_run": deployed.not_run,
     })
 }
 

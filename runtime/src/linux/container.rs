@@ -79,8 +79,8 @@ pub struct Owner {
     pub workload: String,
     /// The app's generation that launched it.
     pub generation: u64,
-    /// The instance id the daemon records it under.
-    pub instance: String,
+    /// Which of the workload's instances it is: 0 to replicas - 1.
+    pub replica: u32,
 }
 
 /// The containers of one data dir.

@@ -1,0 +1,195 @@
+//! Jobs: a Linux container run to completion, retried after a failure at most `retries`
+//! times with back-off. The outcome is an instance row (`exited`, reason `succeeded` or
+//! `failed ...`) keyed by app, job and generation, so a restarted daemon does not run a
+//! finished job of the same generation again, and an event.
+
+use super::Context;
+use super::instance::{self, STOP_GRACE, Workload};
+use crate::app::JobSpec;
+use crate::linux::container::{ContainerRecord, Containers, Owner};
+use crate::oci::images::ImageRecord;
+use crate::sched::service::Backoff;
+use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often a running job's container is looked at.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What a job runner runs.
+pub struct JobRun {
+    pub app: String,
+    pub name: String,
+    pub generation: u64,
+    pub spec: JobSpec,
+    pub image: ImageRecord,
+    /// A container of this job and generation still running from before a restart.
+    pub adopt: Option<ContainerRecord>,
+}
+
+/// The instance row that records a job's run of one generation.
+pub fn instance_id(app: &str, job: &str, generation: u64) -> String {
+    format!("job.{app}.{job}.{generation}")
+}
+
+/// True when the job's generation already ran to success or final failure.
+pub fn finished(cx: &Context, app: &str, job: &str, generation: u64) -> bool {
+    let id = instance_id(app, job, generation);
+    matches!(cx.store.get_instance(&id), Ok(Some(row)) if row.state == InstanceState::Exited)
+}
+
+/// Runs the job until it succeeds, fails for the last time, or `stop` turns true (then its
+/// container is stopped and removed and the job counts as not run).
+pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bool>) {
+    let id = instance_id(&run.app, &run.name, run.generation);
+    let row = InstanceRecord::new(
+        &id,
+        &run.app,
+        &run.name,
+        InstanceKind::Linux,
+        run.generation,
+    );
+    if cx.store.get_instance(&id).ok().flatten().is_none()
+        && let Err(error) = cx.store.insert_instance(&row)
+    {
+        tracing::warn!(%error, "job instance not recorded");
+    }
+    let event = |kind: &str, message: String| cx.event(&run.app, &run.name, None, kind, message);
+    let mut adopt = run.adopt.clone();
+    let mut attempt = 0;
+    loop {
+        let record = match adopt.take() {
+            Some(record) => {
+                event("adopted", format!("run {} adopted", short(&record.id)));
+                record
+            }
+            None => match launch(&cx, &run, attempt).await {
+                Ok(record) => {
+                    event(
+                        "started",
+                        format!("attempt {} as container {}", attempt + 1, short(&record.id)),
+                    );
+                    record
+                }
+                Err(error) => {
+                    event("failed", format!("cannot start: {error}"));
+                    finish(&cx, &id, format!("failed: cannot start: {error}"));
+                    return;
+                }
+            },
+        };
+        update(&cx, &id, InstanceUpdate::to(InstanceState::Running).container_id(&record.id));
+        let Some(code) = wait_exit(&cx, &record, run.spec.timeout, &mut stop).await else {
+            remove(&cx, &record).await;
+            update(&cx, &id, InstanceUpdate::to(InstanceState::Pending).reason("stopped"));
+            return;
+        };
+        remove(&cx, &record).await;
+        if code == 0 {
+            event("succeeded", format!("attempt {} exited with code 0", attempt + 1));
+            finish(&cx, &id, "succeeded".to_string());
+            return;
+        }
+        if attempt >= run.spec.retries {
+            let reason = format!(
+                "failed: exited with code {code} after {} attempts",
+                attempt + 1
+            );
+            event("failed", reason.clone());
+            finish(&cx, &id, reason);
+            return;
+        }
+        let wait = Backoff::default().delay(attempt);
+        event(
+            "retrying",
+            format!(
+                "attempt {} exited with code {code}; retrying in {}s",
+                attempt + 1,
+                wait.as_secs_f64().ceil()
+            ),
+        );
+        attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+async fn launch(cx: &Context, run: &JobRun, attempt: u32) -> Result<ContainerRecord, String> {
+    let owner = Owner {
+        app: run.app.clone(),
+        workload: run.name.clone(),
+        generation: run.generation,
+        replica: attempt,
+    };
+    let workload = Workload {
+        command: run.spec.command.clone(),
+        env: run.spec.env.clone(),
+        memory: run.spec.memory.map(|m| m.0),
+        cpus: None,
+        volumes: Vec::new(),
+    };
+    let (data_dir, image) = (cx.data_dir.clone(), run.image.clone());
+    tokio::task::spawn_blocking(move || instance::launch(&data_dir, &image, &workload, owner))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Exit code a run gets when it passed the job's `timeout`, as `timeout(1)` says it.
+const TIMED_OUT: i32 = 124;
+
+/// The exit code, or `None` when stopped first. A run past the job's `timeout` is stopped
+/// and gets [`TIMED_OUT`].
+async fn wait_exit(
+    cx: &Context,
+    record: &ContainerRecord,
+    timeout: Option<Duration>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<i32> {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+            remove(cx, record).await;
+            return Some(TIMED_OUT);
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
+        let (data_dir, id) = (cx.data_dir.clone(), record.id.clone());
+        let code = tokio::task::spawn_blocking(move || {
+            instance::exit_code(&Containers::open(&data_dir), &id)
+        })
+        .await
+        .unwrap_or(None);
+        if code.is_some() {
+            return code;
+        }
+    }
+}
+
+async fn remove(cx: &Context, record: &ContainerRecord) {
+    let (data_dir, id) = (cx.data_dir.clone(), record.id.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        instance::stop_and_remove(&data_dir, &id, STOP_GRACE)
+    })
+    .await;
+}
+
+fn finish(cx: &Context, id: &str, reason: String) {
+    update(cx, id, InstanceUpdate::to(InstanceState::Exited).reason(reason));
+}
+
+fn update(cx: &Context, id: &str, update: InstanceUpdate) {
+    if let Err(error) = cx.store.update_instance_state(id, &update) {
+        tracing::warn!(%error, instance = id, "job state not recorded");
+    }
+}
+
+fn short(id: &str) -> &str {
+    crate::linux::container::short_id(id)
+}

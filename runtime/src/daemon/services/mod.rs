@@ -1,0 +1,325 @@
+//! Services and jobs run by the daemon, as Linux containers.
+//!
+//! [`Workloads`] keeps one tokio task per service ([`supervisor`]) and per unfinished job
+//! ([`jobs`]), each started with the workload's generation. A redeploy retires the tasks of
+//! changed or removed workloads (stopping their containers) and starts new ones; unchanged
+//! ones keep running. Containers carry their owner (app, workload, generation, replica) in
+//! their record, so a daemon restarted after `kill -9` adopts those still running instead of
+//! starting more, and removes the rest. Routed services are reached through [`proxy`].
+
+pub mod health;
+pub mod instance;
+pub mod jobs;
+pub mod proxy;
+pub mod supervisor;
+
+use crate::app::{AppSpec, ServiceSpec, Source};
+use crate::linux::container::ContainerRecord;
+use crate::oci::image::ImageKind;
+use crate::oci::images::ImageRecord;
+use crate::oci::local::{ImagesError, LocalImages};
+use crate::state::{self, AppRecord, Store, WorkloadKind};
+use proxy::ServiceTarget;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A service or job the daemon cannot run; nothing is stored when a deploy hits one.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error(
+        "{kind} {workload}: image {image} is not in the local store; get it with `skiff pull \
+         {image}` (or `skiff load -i FILE`), then deploy again"
+    )]
+    ImageMissing {
+        kind: &'static str,
+        workload: String,
+        image: String,
+    },
+    #[error("{kind} {workload}: image {image}: {error}")]
+    Images {
+        kind: &'static str,
+        workload: String,
+        image: String,
+        error: Box<ImagesError>,
+    },
+    #[error(
+        "{kind} {workload}: {image} is a Wasm image; Wasm {kind}s are not run yet; use a Linux \
+         image, or serve it as a [function]"
+    )]
+    WasmNotRun {
+        kind: &'static str,
+        workload: String,
+        image: String,
+    },
+}
+
+/// What the supervisors and job runners share.
+pub struct Context {
+    pub data_dir: PathBuf,
+    pub store: Arc<Store>,
+}
+
+impl Context {
+    /// Appends an event about a workload; losing one is logged, never fails the caller.
+    pub fn event(
+        &self,
+        app: &str,
+        workload: &str,
+        instance: Option<&str>,
+        kind: &str,
+        message: String,
+    ) {
+        tracing::info!(app, workload, instance, kind, message, "workload event");
+        let event = state::NewEvent {
+            app: Some(app.to_string()),
+            workload: Some(workload.to_string()),
+            instance: instance.map(str::to_string),
+            kind: kind.to_string(),
+            message,
+        };
+        if let Err(error) = self.store.append_event(&event) {
+            tracing::warn!(%error, app, workload, "event not recorded");
+        }
+    }
+}
+
+/// The port the gateway forwards a service's route to: `route_port`, else its first port.
+pub fn service_port(spec: &ServiceSpec) -> Option<u16> {
+    spec.route_port.or_else(|| spec.ports.first().copied())
+}
+
+/// The Linux images of an app's services and jobs, by workload name.
+pub type Images = BTreeMap<String, ImageRecord>;
+
+/// A routed service, for the gateway's table.
+pub struct ServiceRoute {
+    pub name: String,
+    pub prefix: String,
+    pub target: Arc<ServiceTarget>,
+}
+
+/// One running task: a service's supervisor or a job's runner.
+struct Task {
+    generation: u64,
+    target: Option<Arc<ServiceTarget>>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The daemon's running services and jobs, by (app, workload).
+pub struct Workloads {
+    cx: Arc<Context>,
+    tasks: Mutex<BTreeMap<(String, String), Task>>,
+}
+
+impl Workloads {
+    pub fn new(data_dir: PathBuf, store: Arc<Store>) -> Self {
+        Workloads {
+            cx: Arc::new(Context { data_dir, store }),
+            tasks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Finds the image of every service and job in the local store: a missing image or a
+    /// Wasm one is refused before anything is stored or started.
+    pub fn resolve(&self, spec: &AppSpec) -> Result<Images, WorkloadError> {
+        let mut wanted = Vec::new();
+        for (name, service) in &spec.services {
+            wanted.push(("service", name, service.image.as_str()));
+        }
+        for (name, job) in &spec.jobs {
+            match job.source() {
+                Some(Source::Image(image)) => wanted.push(("job", name, image)),
+                _ => {
+                    return Err(WorkloadError::WasmNotRun {
+                        kind: "job",
+                        workload: format!("{}/{name}", spec.name),
+                        image: job
+                            .file
+                            .as_ref()
+                            .map(|f| f.display().to_string())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let mut images = Images::new();
+        if wanted.is_empty() {
+            return Ok(images);
+        }
+        let workload = |name: &str| format!("{}/{name}", spec.name);
+        let store = LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Images {
+            kind: "workload",
+            workload: spec.name.clone(),
+            image: String::new(),
+            error: Box::new(error),
+        })?;
+        for (kind, name, image) in wanted {
+            let record = store.get(image).map_err(|error| match error {
+                ImagesError::Unknown { .. } => WorkloadError::ImageMissing {
+                    kind,
+                    workload: workload(name),
+                    image: image.to_string(),
+                },
+                error => WorkloadError::Images {
+                    kind,
+                    workload: workload(name),
+                    image: image.to_string(),
+                    error: Box::new(error),
+                },
+            })?;
+            if record.kind == ImageKind::Wasm {
+                return Err(WorkloadError::WasmNotRun {
+                    kind,
+                    workload: workload(name),
+                    image: image.to_string(),
+                });
+            }
+            images.insert(name.clone(), record);
+        }
+        Ok(images)
+    }
+
+    /// Stops the app's tasks whose workload is gone from `spec` or changed generation (all of
+    /// them when `spec` is `None`); await the handles for their containers to be gone.
+    pub fn retire(&self, app: &str, record: Option<&AppRecord>) -> Vec<JoinHandle<()>> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<(String, String)> = tasks
+            .iter()
+            .filter(|((a, name), task)| {
+                a == app && generation(record, name) != Some(task.generation)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| tasks.remove(&key))
+            .map(|task| {
+                let _ = task.stop.send(true);
+                task.handle
+            })
+            .collect()
+    }
+
+    /// Starts a task for each of the app's services and unfinished jobs that has none,
+    /// adopting running containers of the same workload and generation from `owned` (their
+    /// ids go to `claimed`). Returns the routes of its routed services.
+    pub fn start(
+        &self,
+        spec: &AppSpec,
+        record: &AppRecord,
+        images: &Images,
+        owned: &[ContainerRecord],
+        claimed: &mut Vec<String>,
+    ) -> Vec<ServiceRoute> {
+        let app = &spec.name;
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = Vec::new();
+        let mut adoptable = |name: &str, generation: u64| -> Vec<ContainerRecord> {
+            let mine: Vec<ContainerRecord> = owned
+                .iter()
+                .filter(|c| {
+                    c.owner.as_ref().is_some_and(|o| {
+                        &o.app == app && o.workload == name && o.generation == generation
+                    }) && instance::is_running(c)
+                })
+                .cloned()
+                .collect();
+            claimed.extend(mine.iter().map(|c| c.id.clone()));
+            mine
+        };
+        for (name, service) in &spec.services {
+            let (Some(generation), Some(image)) =
+                (generation(Some(record), name), images.get(name))
+            else {
+                continue;
+            };
+            let key = (app.clone(), name.clone());
+            if !tasks.contains_key(&key) {
+                let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
+                let run = supervisor::ServiceRun {
+                    app: app.clone(),
+                    name: name.clone(),
+                    generation,
+                    spec: service.clone(),
+                    image: image.clone(),
+                    target: Arc::clone(&target),
+                    adopt: adoptable(name, generation),
+                };
+                let (stop, stopped) = watch::channel(false);
+                let handle = tokio::spawn(supervisor::supervise(Arc::clone(&self.cx), run, stopped));
+                tasks.insert(
+                    key.clone(),
+                    Task {
+                        generation,
+                        target: Some(target),
+                        stop,
+                        handle,
+                    },
+                );
+            }
+            if let (Some(prefix), Some(target)) = (&service.route, &tasks[&key].target) {
+                routes.push(ServiceRoute {
+                    name: name.clone(),
+                    prefix: prefix.clone(),
+                    target: Arc::clone(target),
+                });
+            }
+        }
+        for (name, job) in &spec.jobs {
+            let (Some(generation), Some(image)) =
+                (generation(Some(record), name), images.get(name))
+            else {
+                continue;
+            };
+            let key = (app.clone(), name.clone());
+            if tasks.contains_key(&key) || jobs::finished(&self.cx, app, name, generation) {
+                continue;
+            }
+            let run = jobs::JobRun {
+                app: app.clone(),
+                name: name.clone(),
+                generation,
+                spec: job.clone(),
+                image: image.clone(),
+                adopt: adoptable(name, generation).into_iter().next(),
+            };
+            let (stop, stopped) = watch::channel(false);
+            let handle = tokio::spawn(jobs::run_job(Arc::clone(&self.cx), run, stopped));
+            tasks.insert(
+                key,
+                Task {
+                    generation,
+                    target: None,
+                    stop,
+                    handle,
+                },
+            );
+        }
+        routes
+    }
+
+    /// Forgets the app's instance rows (its tasks are retired first).
+    pub fn forget(&self, app: &str) {
+        if let Ok(rows) = self.cx.store.list_instances(Some(app), None) {
+            for row in rows {
+                let _ = self.cx.store.remove_instance(&row.id);
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.cx.data_dir
+    }
+}
+
+/// The stored generation of a service or job, `None` when the app does not have it.
+fn generation(record: Option<&AppRecord>, name: &str) -> Option<u64> {
+    record?
+        .workloads
+        .iter()
+        .find(|w| w.name == name && matches!(w.kind, WorkloadKind::Service | WorkloadKind::Job))
+        .map(|w| w.generation)
+}
