@@ -272,7 +272,11 @@ impl Daemon {
     fn check_routes(&self, spec: &AppSpec) -> Result<()> {
         let functions = spec.functions.iter().map(|(name, function)| {
             let host = function.host.as_deref().map(str::to_ascii_lowercase);
-            (format!("function {}/{name}", spec.name), &function.route, host)
+            (
+                format!("function {}/{name}", spec.name),
+                &function.route,
+                host,
+            )
         });
         let services = spec.services.iter().filter_map(|(name, service)| {
             let route = service.route.as_ref()?;

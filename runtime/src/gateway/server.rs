@@ -1,7 +1,7 @@
 //! The serving loop, in the library so the daemon, `skiff run --listen` and the containerd
 //! shim share one implementation.
 
-use crate::instance::{Body, BoxError, HttpHandler, text_response};
+use crate::instance::{Body, BoxError, ClientAddr, HttpHandler, text_response};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -98,10 +98,12 @@ pub async fn serve<H: HttpHandler>(
         let _ = stream.set_nodelay(true);
         let (builder, shared) = (builder.clone(), shared.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(shared.answer(request).await) }
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
+                    let shared = shared.clone();
+                    async move { Ok::<_, std::convert::Infallible>(shared.answer(request).await) }
+                });
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await

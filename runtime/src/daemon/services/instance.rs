@@ -175,7 +175,10 @@ pub fn stop_and_remove(data_dir: &Path, id: &str, grace: Duration) {
         }
         let monitor_gone = || record.monitor_pid.is_none_or(|m| !pid_alive(m));
         if !wait_for(MONITOR_WAIT, monitor_gone) {
-            tracing::warn!(container = id, "its monitor did not exit; removing it anyway");
+            tracing::warn!(
+                container = id,
+                "its monitor did not exit; removing it anyway"
+            );
         }
     }
     if let Err(error) = containers.remove_dir(id) {

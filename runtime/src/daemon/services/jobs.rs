@@ -33,10 +33,14 @@ pub fn instance_id(app: &str, job: &str, generation: u64) -> String {
     format!("job.{app}.{job}.{generation}")
 }
 
-/// True when the job's generation already ran to success or final failure.
-pub fn finished(cx: &Context, app: &str, job: &str, generation: u64) -> bool {
+/// How the job's generation ended (`succeeded`, `failed ...`), when it already ran to
+/// success or final failure.
+pub fn finished(cx: &Context, app: &str, job: &str, generation: u64) -> Option<String> {
     let id = instance_id(app, job, generation);
-    matches!(cx.store.get_instance(&id), Ok(Some(row)) if row.state == InstanceState::Exited)
+    match cx.store.get_instance(&id) {
+        Ok(Some(row)) if row.state == InstanceState::Exited => Some(row.reason.unwrap_or_default()),
+        _ => None,
+    }
 }
 
 /// Runs the job until it succeeds, fails for the last time, or `stop` turns true (then its
@@ -79,15 +83,26 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 }
             },
         };
-        update(&cx, &id, InstanceUpdate::to(InstanceState::Running).container_id(&record.id));
+        update(
+            &cx,
+            &id,
+            InstanceUpdate::to(InstanceState::Running).container_id(&record.id),
+        );
         let Some(code) = wait_exit(&cx, &record, run.spec.timeout, &mut stop).await else {
             remove(&cx, &record).await;
-            update(&cx, &id, InstanceUpdate::to(InstanceState::Pending).reason("stopped"));
+            update(
+                &cx,
+                &id,
+                InstanceUpdate::to(InstanceState::Pending).reason("stopped"),
+            );
             return;
         };
         remove(&cx, &record).await;
         if code == 0 {
-            event("succeeded", format!("attempt {} exited with code 0", attempt + 1));
+            event(
+                "succeeded",
+                format!("attempt {} exited with code 0", attempt + 1),
+            );
             finish(&cx, &id, "succeeded".to_string());
             return;
         }
@@ -174,14 +189,17 @@ async fn wait_exit(
 
 async fn remove(cx: &Context, record: &ContainerRecord) {
     let (data_dir, id) = (cx.data_dir.clone(), record.id.clone());
-    let _ = tokio::task::spawn_blocking(move || {
-        instance::stop_and_remove(&data_dir, &id, STOP_GRACE)
-    })
-    .await;
+    let _ =
+        tokio::task::spawn_blocking(move || instance::stop_and_remove(&data_dir, &id, STOP_GRACE))
+            .await;
 }
 
 fn finish(cx: &Context, id: &str, reason: String) {
-    update(cx, id, InstanceUpdate::to(InstanceState::Exited).reason(reason));
+    update(
+        cx,
+        id,
+        InstanceUpdate::to(InstanceState::Exited).reason(reason),
+    );
 }
 
 fn update(cx: &Context, id: &str, update: InstanceUpdate) {

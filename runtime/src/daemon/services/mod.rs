@@ -151,12 +151,13 @@ impl Workloads {
             return Ok(images);
         }
         let workload = |name: &str| format!("{}/{name}", spec.name);
-        let store = LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Images {
-            kind: "workload",
-            workload: spec.name.clone(),
-            image: String::new(),
-            error: Box::new(error),
-        })?;
+        let store =
+            LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Images {
+                kind: "workload",
+                workload: spec.name.clone(),
+                image: String::new(),
+                error: Box::new(error),
+            })?;
         for (kind, name, image) in wanted {
             let record = store.get(image).map_err(|error| match error {
                 ImagesError::Unknown { .. } => WorkloadError::ImageMissing {
@@ -249,7 +250,8 @@ impl Workloads {
                     adopt: adoptable(name, generation),
                 };
                 let (stop, stopped) = watch::channel(false);
-                let handle = tokio::spawn(supervisor::supervise(Arc::clone(&self.cx), run, stopped));
+                let handle =
+                    tokio::spawn(supervisor::supervise(Arc::clone(&self.cx), run, stopped));
                 tasks.insert(
                     key.clone(),
                     Task {
@@ -275,7 +277,13 @@ impl Workloads {
                 continue;
             };
             let key = (app.clone(), name.clone());
-            if tasks.contains_key(&key) || jobs::finished(&self.cx, app, name, generation) {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            if let Some(outcome) = jobs::finished(&self.cx, app, name, generation) {
+                tracing::info!(
+                    "job {app}/{name} generation {generation} already finished ({outcome})"
+                );
                 continue;
             }
             let run = jobs::JobRun {

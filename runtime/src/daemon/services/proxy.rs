@@ -5,7 +5,7 @@
 //! `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto` and drops hop-by-hop
 //! headers. No healthy instance is a 503 with Retry-After; an upstream that fails is a 502.
 
-use crate::instance::{Body, BoxError, text_response};
+use crate::instance::{Body, BoxError, ClientAddr, text_response};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -16,10 +16,6 @@ use std::time::Duration;
 
 /// How long connecting to an instance may take before the request gets a 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The client's address, when the gateway put it in the request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
 
 /// A routed service as the gateway sees it.
 #[derive(Debug)]
@@ -45,7 +41,10 @@ impl ServiceTarget {
     }
 
     pub fn healthy(&self) -> Vec<SocketAddr> {
-        self.healthy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.healthy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The next healthy address, round robin.
@@ -103,14 +102,10 @@ async fn forward(
 ) -> Result<http::Response<Body>, BoxError> {
     let (mut parts, body) = request.into_parts();
     let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| {
-            let authority = parts.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::TRANSFER_ENCODING);
     if let Some(client) = client {
@@ -182,8 +177,10 @@ mod tests {
     fn round_robin_over_the_healthy_and_none_without() {
         let target = ServiceTarget::new("a/web".into());
         assert_eq!(target.pick(), None);
-        let (a, b): (SocketAddr, SocketAddr) =
-            ("10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
         target.set_healthy(vec![a, b]);
         let picks: Vec<_> = (0..4).map(|_| target.pick().unwrap()).collect();
         assert_eq!(picks, [a, b, a, b]);

@@ -277,12 +277,18 @@ impl Supervisor {
         let id = running.record.id.clone();
         match (changed, outcome) {
             (Some(Health::Healthy), _) => {
-                self.update(&id, InstanceUpdate::to(InstanceState::Running).reason("healthy"));
+                self.update(
+                    &id,
+                    InstanceUpdate::to(InstanceState::Running).reason("healthy"),
+                );
                 self.event(Some(&id), "healthy", "health check passed".into());
             }
             (Some(Health::Unhealthy), Err(why)) => {
                 let reason = format!("unhealthy: {why}");
-                self.update(&id, InstanceUpdate::to(InstanceState::Running).reason(&reason));
+                self.update(
+                    &id,
+                    InstanceUpdate::to(InstanceState::Running).reason(&reason),
+                );
                 self.event(Some(&id), "unhealthy", reason);
             }
             _ => {}
