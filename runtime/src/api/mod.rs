@@ -83,6 +83,7 @@ pub fn routes(daemon: Arc<Daemon>) -> axum::Router {
     axum::Router::new()
         .route("/v1/info", get(info))
         .route("/v1/apps", get(list_apps))
+        .route("/v1/workloads", get(list_workloads))
         .route(
             "/v1/apps/{name}",
             get(get_app).put(put_app).delete(delete_app),
@@ -161,6 +162,14 @@ async fn info() -> Json<Value> {
 async fn list_apps(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, Failure> {
     let apps: Vec<Value> = daemon.apps()?.iter().map(summary).collect();
     Ok(Json(json!({ "apps": apps })))
+}
+
+/// Every service and job with its state, instances, CPU and memory (`skiff ps`).
+async fn list_workloads(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, Failure> {
+    let workloads = tokio::task::spawn_blocking(move || daemon.workloads())
+        .await
+        .map_err(DaemonError::from)??;
+    Ok(Json(json!({ "workloads": workloads })))
 }
 
 async fn get_app(

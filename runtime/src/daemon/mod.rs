@@ -320,6 +320,11 @@ impl Daemon {
         Ok(self.store.list_apps()?)
     }
 
+    /// Every stored service and job as it runs now (blocking: reads cgroups).
+    pub fn workloads(&self) -> Result<Vec<services::status::WorkloadStatus>> {
+        Ok(self.workloads.status(&self.store.list_apps()?))
+    }
+
     pub fn app(&self, name: &str) -> Result<AppRecord> {
         self.store
             .get_app(name)?

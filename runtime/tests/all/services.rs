@@ -217,6 +217,19 @@ fn one_running(linux: &Linux, not: Option<&str>) -> (String, i64) {
     panic!("not exactly one new owned container: {:?}", owned(linux));
 }
 
+/// The words of `skiff ps`'s line for `workload` (`app/name`).
+#[track_caller]
+fn ps_line(ps: &Ran, workload: &str) -> Vec<String> {
+    ps.expect_code(0);
+    ps.stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{workload} ")))
+        .unwrap_or_else(|| panic!("{workload} not in skiff ps:\n{}", ps.stdout))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 fn kill_9(pid: i64) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -249,6 +262,14 @@ fn a_service_is_served_restarted_and_adopted_after_the_daemons_kill_9() {
         "hello from busybox httpd\n"
     );
     let (first, pid) = one_running(linux, None);
+    let ps = client(linux, &["ps"]);
+    let line = ps_line(&ps, "shop/web");
+    assert_eq!(
+        &line[..4],
+        ["shop/web", "service/linux", "running", "1/1"],
+        "{}",
+        ps.stdout
+    );
 
     // Its process dies: a new container replaces it, and it is served again.
     kill_9(pid);
@@ -331,6 +352,14 @@ command = ["true"]
     serve.wait_log("attempt 2 exited with code 3; retrying in 2s");
     serve.wait_log("failed: exited with code 3 after 3 attempts");
     serve.wait_log("attempt 1 exited with code 0");
+    let ps = client(linux, &["ps"]);
+    assert_eq!(ps_line(&ps, "batch/works")[2], "succeeded", "{}", ps.stdout);
+    assert!(
+        ps.stdout
+            .contains("failed: exited with code 3 after 3 attempts"),
+        "{}",
+        ps.stdout
+    );
     assert!(linux.ids().is_empty(), "finished runs are removed");
 
     serve.kill();

@@ -5,6 +5,7 @@
 
 use super::Context;
 use super::instance::{self, STOP_GRACE, Workload};
+use super::status::{self, InstanceProgress, Progress};
 use crate::app::JobSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
 use crate::oci::images::ImageRecord;
@@ -26,6 +27,7 @@ pub struct JobRun {
     pub image: ImageRecord,
     /// A container of this job and generation still running from before a restart.
     pub adopt: Option<ContainerRecord>,
+    pub progress: status::Shared,
 }
 
 /// The instance row that records a job's run of one generation.
@@ -78,7 +80,7 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 }
                 Err(error) => {
                     event("failed", format!("cannot start: {error}"));
-                    finish(&cx, &id, format!("failed: cannot start: {error}"));
+                    finish(&cx, &run, &id, format!("failed: cannot start: {error}"));
                     return;
                 }
             },
@@ -87,6 +89,19 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
             &cx,
             &id,
             InstanceUpdate::to(InstanceState::Running).container_id(&record.id),
+        );
+        status::set(
+            &run.progress,
+            Progress {
+                state: format!("running (attempt {})", attempt + 1),
+                desired: 1,
+                instances: vec![InstanceProgress {
+                    container: record.id.clone(),
+                    health: "healthy",
+                    address: record.address.clone(),
+                }],
+                pending: Vec::new(),
+            },
         );
         let Some(code) = wait_exit(&cx, &record, run.spec.timeout, &mut stop).await else {
             remove(&cx, &record).await;
@@ -103,7 +118,7 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 "succeeded",
                 format!("attempt {} exited with code 0", attempt + 1),
             );
-            finish(&cx, &id, "succeeded".to_string());
+            finish(&cx, &run, &id, "succeeded".to_string());
             return;
         }
         if attempt >= run.spec.retries {
@@ -112,18 +127,25 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 attempt + 1
             );
             event("failed", reason.clone());
-            finish(&cx, &id, reason);
+            finish(&cx, &run, &id, reason);
             return;
         }
         let wait = Backoff::default().delay(attempt);
-        event(
-            "retrying",
-            format!(
-                "attempt {} exited with code {code}; retrying in {}s",
-                attempt + 1,
-                wait.as_secs_f64().ceil()
-            ),
+        let message = format!(
+            "attempt {} exited with code {code}; retrying in {}s",
+            attempt + 1,
+            wait.as_secs_f64().ceil()
         );
+        status::set(
+            &run.progress,
+            Progress {
+                state: "retrying".into(),
+                desired: 1,
+                instances: Vec::new(),
+                pending: vec![message.clone()],
+            },
+        );
+        event("retrying", message);
         attempt += 1;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -194,12 +216,21 @@ async fn remove(cx: &Context, record: &ContainerRecord) {
             .await;
 }
 
-fn finish(cx: &Context, id: &str, reason: String) {
+fn finish(cx: &Context, run: &JobRun, id: &str, reason: String) {
+    status::set(&run.progress, finished_progress(&reason));
     update(
         cx,
         id,
         InstanceUpdate::to(InstanceState::Exited).reason(reason),
     );
+}
+
+/// A finished job's progress: its outcome as the state, nothing wanted.
+pub fn finished_progress(outcome: &str) -> Progress {
+    Progress {
+        state: outcome.to_string(),
+        ..Progress::default()
+    }
 }
 
 fn update(cx: &Context, id: &str, update: InstanceUpdate) {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod instance;
 pub mod jobs;
 pub mod proxy;
+pub mod status;
 pub mod supervisor;
 
 use crate::app::{AppSpec, ServiceSpec, Source};
@@ -104,6 +105,7 @@ pub struct ServiceRoute {
 /// One running task: a service's supervisor or a job's runner.
 struct Task {
     generation: u64,
+    progress: status::Shared,
     target: Option<Arc<ServiceTarget>>,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
@@ -240,7 +242,9 @@ impl Workloads {
             let key = (app.clone(), name.clone());
             if !tasks.contains_key(&key) {
                 let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
+                let progress = status::Shared::default();
                 let run = supervisor::ServiceRun {
+                    progress: Arc::clone(&progress),
                     app: app.clone(),
                     name: name.clone(),
                     generation,
@@ -256,6 +260,7 @@ impl Workloads {
                     key.clone(),
                     Task {
                         generation,
+                        progress,
                         target: Some(target),
                         stop,
                         handle,
@@ -286,7 +291,9 @@ impl Workloads {
                 );
                 continue;
             }
+            let progress = status::Shared::default();
             let run = jobs::JobRun {
+                progress: Arc::clone(&progress),
                 app: app.clone(),
                 name: name.clone(),
                 generation,
@@ -300,6 +307,7 @@ impl Workloads {
                 key,
                 Task {
                     generation,
+                    progress,
                     target: None,
                     stop,
                     handle,
@@ -315,6 +323,66 @@ impl Workloads {
             for row in rows {
                 let _ = self.cx.store.remove_instance(&row.id);
             }
+        }
+    }
+
+    /// Every stored service and job with what its task reports, CPU and memory included.
+    /// Blocking: reads the containers' cgroups.
+    pub fn status(&self, apps: &[AppRecord]) -> Vec<status::WorkloadStatus> {
+        let mut listed = Vec::new();
+        {
+            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            for app in apps {
+                for workload in &app.workloads {
+                    let kind = match workload.kind {
+                        WorkloadKind::Service => "service",
+                        WorkloadKind::Job => "job",
+                        WorkloadKind::Function => continue,
+                    };
+                    let key = (app.name.clone(), workload.name.clone());
+                    let progress = match tasks.get(&key) {
+                        Some(task) => status::get(&task.progress),
+                        None => self.idle_progress(&app.name, &workload.name, workload.generation),
+                    };
+                    listed.push((app.name.clone(), workload.name.clone(), kind, progress));
+                }
+            }
+        }
+        listed
+            .into_iter()
+            .map(|(app, workload, kind, progress)| {
+                let (cpu_usec, memory_bytes) = status::measure(&progress.instances);
+                let ready = progress
+                    .instances
+                    .iter()
+                    .filter(|i| i.health == "healthy")
+                    .count() as u32;
+                status::WorkloadStatus {
+                    app,
+                    workload,
+                    kind,
+                    runtime: "linux",
+                    state: progress.state,
+                    ready,
+                    desired: progress.desired,
+                    cpu_usec,
+                    memory_bytes,
+                    instances: progress.instances,
+                    pending: progress.pending,
+                }
+            })
+            .collect()
+    }
+
+    /// A workload without a task: a finished job, or one this daemon could not run.
+    fn idle_progress(&self, app: &str, workload: &str, generation: u64) -> status::Progress {
+        match jobs::finished(&self.cx, app, workload, generation) {
+            Some(outcome) => jobs::finished_progress(&outcome),
+            None => status::Progress {
+                state: "not running".into(),
+                pending: vec!["not run by this daemon; see its log".into()],
+                ..status::Progress::default()
+            },
         }
     }
 

@@ -9,6 +9,7 @@
 use super::health::{self, Health, Tracker};
 use super::instance::{self, STOP_GRACE, Workload};
 use super::proxy::ServiceTarget;
+use super::status::{self, InstanceProgress, Progress};
 use super::{Context, service_port};
 use crate::app::ServiceSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
@@ -32,6 +33,7 @@ pub struct ServiceRun {
     pub spec: ServiceSpec,
     pub image: ImageRecord,
     pub target: Arc<ServiceTarget>,
+    pub progress: status::Shared,
     /// Running containers of this workload and generation to take over, one per replica.
     pub adopt: Vec<ContainerRecord>,
 }
@@ -43,6 +45,8 @@ struct Slot {
     counter: RestartCounter,
     /// When to start a container; `None` when the restart policy says never again.
     start_at: Option<Instant>,
+    /// Why no container runs here, for `skiff ps`.
+    pending: String,
 }
 
 struct Running {
@@ -83,6 +87,7 @@ pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Recei
             running: None,
             counter: RestartCounter::default(),
             start_at: Some(Instant::now()),
+            pending: "starting".into(),
         })
         .collect();
     let sup = Supervisor { cx, run };
@@ -100,6 +105,7 @@ pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Recei
         sup.publish(&slots);
     }
     sup.run.target.set_healthy(Vec::new());
+    status::set(&sup.run.progress, Progress::default());
     for slot in &mut slots {
         if let Some(running) = slot.running.take() {
             sup.remove(&running.record, InstanceState::Exited, "stopped")
@@ -186,9 +192,8 @@ impl Supervisor {
 
     fn restart_after(&self, slot: &mut Slot, wait: Option<Duration>, reason: &str) {
         slot.start_at = wait.map(|wait| Instant::now() + wait);
-        match wait {
-            Some(wait) => self.event(
-                None,
+        let (kind, message) = match wait {
+            Some(wait) => (
                 "restarting",
                 format!(
                     "replica {} restarting in {}s ({reason})",
@@ -196,15 +201,16 @@ impl Supervisor {
                     wait.as_secs_f64().ceil()
                 ),
             ),
-            None => self.event(
-                None,
+            None => (
                 "stopped",
                 format!(
                     "replica {} not restarted (restart = {:?}, {reason})",
                     slot.replica, self.run.spec.restart
                 ),
             ),
-        }
+        };
+        slot.pending = message.clone();
+        self.event(None, kind, message);
     }
 
     async fn start(&self, slot: &mut Slot) {
@@ -258,7 +264,7 @@ impl Supervisor {
             self.run.spec.restart,
             &Backoff::default(),
         );
-        self.restart_after(slot, wait, "it could not start");
+        self.restart_after(slot, wait, &format!("cannot start: {error}"));
     }
 
     async fn check_health(&self, running: &mut Running) {
@@ -295,19 +301,49 @@ impl Supervisor {
         }
     }
 
-    /// Tells the gateway which instances are healthy.
+    /// Tells the gateway which instances are healthy, and `skiff ps` how things are.
     fn publish(&self, slots: &[Slot]) {
-        let Some(port) = service_port(&self.run.spec) else {
-            return;
-        };
-        let healthy = slots
-            .iter()
-            .filter_map(|s| s.running.as_ref())
-            .filter(|r| r.tracker.health == Health::Healthy)
-            .filter_map(|r| r.address())
-            .map(|ip| SocketAddr::new(ip, port))
+        let running = || slots.iter().filter_map(|s| s.running.as_ref());
+        if let Some(port) = service_port(&self.run.spec) {
+            let healthy = running()
+                .filter(|r| r.tracker.health == Health::Healthy)
+                .filter_map(|r| r.address())
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect();
+            self.run.target.set_healthy(healthy);
+        }
+        let instances: Vec<InstanceProgress> = running()
+            .map(|r| InstanceProgress {
+                container: r.record.id.clone(),
+                health: match r.tracker.health {
+                    Health::Starting => "starting",
+                    Health::Healthy => "healthy",
+                    Health::Unhealthy => "unhealthy",
+                },
+                address: r.record.address.clone(),
+            })
             .collect();
-        self.run.target.set_healthy(healthy);
+        let healthy = instances.iter().filter(|i| i.health == "healthy").count();
+        let state = match (healthy, slots.len()) {
+            (h, n) if h == n => "running",
+            (0, _) if instances.is_empty() => "pending",
+            (0, _) => "starting",
+            _ => "degraded",
+        };
+        let pending = slots
+            .iter()
+            .filter(|s| s.running.is_none())
+            .map(|s| format!("replica {}: {}", s.replica, s.pending))
+            .collect();
+        status::set(
+            &self.run.progress,
+            Progress {
+                state: state.to_string(),
+                desired: slots.len() as u32,
+                instances,
+                pending,
+            },
+        );
     }
 
     /// Stops (if need be) and removes the container, and forgets its instance.
