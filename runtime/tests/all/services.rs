@@ -150,13 +150,22 @@ fn deploy(linux: &Linux, dir: &Path, manifest: &str) -> Ran {
 
 /// GET `path` from the gateway, inside the namespace: status and body.
 fn get(netns: &Netns, port: u16, path: &str) -> (u16, String) {
-    let path = path.to_string();
+    send(
+        netns,
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: shop.test\r\n\r\n"),
+    )
+}
+
+/// Sends a raw HTTP/1.0 request to the gateway, inside the namespace: status and body.
+fn send(netns: &Netns, port: u16, request: &str) -> (u16, String) {
+    let request = request.to_string();
     netns.enter(move || {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: shop.test\r\n\r\n").unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("reading");
         let status = response
@@ -388,6 +397,11 @@ fn a_missing_image_or_a_taken_route_is_refused_and_nothing_is_started() {
         .stderr_has("skiff pull localhost/skiff/nothere:1");
 
     std::fs::copy(p2("http_hello"), dir.path().join("hello.wasm")).unwrap();
+    let wasm_job = "[app]\nname = \"batch\"\n\n[job.once]\nfile = \"hello.wasm\"\n";
+    deploy(linux, dir.path(), wasm_job)
+        .expect_code(125)
+        .stderr_has("job batch/once:")
+        .stderr_has("is Wasm, and Wasm jobs are not run yet; use a Linux image");
     let function =
         "[app]\nname = \"greet\"\n\n[function.hello]\nfile = \"hello.wasm\"\nroute = \"/\"\n";
     deploy(linux, dir.path(), function).expect_code(0);
@@ -398,5 +412,88 @@ fn a_missing_image_or_a_taken_route_is_refused_and_nothing_is_started() {
     let apps = client(linux, &["apps"]);
     apps.expect_code(0);
     assert!(!apps.stdout.contains("shop"), "{}", apps.stdout);
+    assert!(!apps.stdout.contains("batch"), "{}", apps.stdout);
     assert!(linux.ids().is_empty(), "{:?}", linux.ids());
+}
+
+/// A CGI script under busybox httpd on port 8080 that echoes what it was sent.
+const ECHO: &str = r#"[app]
+name = "echo"
+
+[service.cgi]
+image = "localhost/skiff/busybox:latest"
+ports = [8080]
+route = "/cgi-bin"
+health = { tcp = 8080, interval = "200ms" }
+command = ["sh", "-c", '''
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/echo <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+echo "$REQUEST_METHOD $REQUEST_URI for=$HTTP_X_FORWARDED_FOR host=$HTTP_X_FORWARDED_HOST custom=$HTTP_X_CUSTOM"
+head -c "$CONTENT_LENGTH"
+EOF
+chmod +x /tmp/www/cgi-bin/echo
+exec httpd -f -p 8080 -h /tmp/www
+''']
+"#;
+
+#[test]
+fn the_proxy_keeps_method_path_query_headers_and_body() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    deploy(linux, dir.path(), ECHO).expect_code(0);
+    serve.wait_log("health check passed");
+    let (status, body) = send(
+        netns,
+        serve.gateway,
+        "POST /cgi-bin/echo?x=1&y=2 HTTP/1.0\r\nHost: echo.test\r\nX-Custom: kept\r\n\
+         Content-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "POST /cgi-bin/echo?x=1&y=2 for=127.0.0.1 host=echo.test custom=kept\nhello world"
+    );
+    client(linux, &["apps", "rm", "echo"]).expect_code(0);
+    assert!(linux.ids().is_empty(), "{:?}", linux.ids());
+}
+
+#[test]
+fn exec_health_checks_decide_routing_and_a_changed_service_is_replaced() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    let healthy = format!(
+        "{WEB}health = {{ exec = [\"test\", \"-f\", \"/www/index.html\"], interval = \"200ms\" }}\n"
+    );
+    deploy(linux, dir.path(), &healthy).expect_code(0);
+    serve.wait_log("health check passed");
+    wait_served(netns, &serve, "/index.html");
+    let (first, _) = one_running(linux, None);
+
+    let unhealthy = healthy.replace("/www/index.html", "/nowhere");
+    deploy(linux, dir.path(), &unhealthy)
+        .expect_code(0)
+        .stdout_has("~ service web: health");
+    let (second, _) = one_running(linux, Some(&first));
+    assert!(
+        !linux.containers_dir().join(&first).exists(),
+        "{first} left"
+    );
+    serve.wait_log("unhealthy: [\"test\", \"-f\", \"/nowhere\"] exited with");
+    let (status, body) = get(netns, serve.gateway, "/index.html");
+    assert_eq!(status, 503, "{body}");
+    let ps = client(linux, &["ps"]);
+    assert_eq!(
+        ps_line(&ps, "shop/web")[2..4],
+        ["starting", "0/1"],
+        "{}",
+        ps.stdout
+    );
+    client(linux, &["apps", "rm", "shop"]).expect_code(0);
+    assert!(!linux.containers_dir().join(&second).exists());
 }

@@ -47,7 +47,7 @@ pub enum WorkloadError {
         error: Box<ImagesError>,
     },
     #[error(
-        "{kind} {workload}: {image} is a Wasm image; Wasm {kind}s are not run yet; use a Linux \
+        "{kind} {workload}: {image} is Wasm, and Wasm {kind}s are not run yet; use a Linux \
          image, or serve it as a [function]"
     )]
     WasmNotRun {
