@@ -202,7 +202,10 @@ fn owned(linux: &Linux) -> Vec<(String, i64)> {
         .ids()
         .into_iter()
         .filter_map(|id| {
-            let record = linux.record(&id);
+            // A container being removed right now has no record any more.
+            let path = linux.containers_dir().join(&id).join("state.json");
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
             record.get("owner")?;
             (record["status"] == "running").then(|| (id, record["pid"].as_i64().unwrap_or(0)))
         })
@@ -303,6 +306,11 @@ fn a_service_is_served_restarted_and_adopted_after_the_daemons_kill_9() {
     let (id, pid) = one_running(linux, None);
     assert_eq!(id, second);
     kill_9(pid);
+    let deadline = Instant::now() + WAIT;
+    while linux.record(&second)["status"] != "exited" {
+        assert!(Instant::now() < deadline, "{second} never exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let serve = Serve::start(netns, linux);
     let (third, _) = one_running(linux, Some(&second));
     wait_served(netns, &serve, "/");
