@@ -433,6 +433,8 @@ image = "localhost/skiff/busybox:latest"
 ports = [8080]
 route = "/cgi-bin"
 health = { tcp = 8080, interval = "200ms" }
+cpu = "500m"
+memory = "64Mi"
 command = ["sh", "-c", '''
 mkdir -p /tmp/www/cgi-bin
 cat > /tmp/www/cgi-bin/echo <<'EOF'
@@ -465,6 +467,12 @@ fn the_proxy_keeps_method_path_query_headers_and_body() {
         body,
         "POST /cgi-bin/echo?x=1&y=2 for=127.0.0.1 host=echo.test custom=kept\nhello world"
     );
+    // The service's cpu and memory are its container's cgroup limits.
+    let (id, _) = one_running(linux, None);
+    let [memory, cpu, _] = crate::linux::cgroup_dirs(&id).try_into().unwrap();
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap().trim().to_string();
+    assert_eq!(read(memory.join("memory.limit_in_bytes")), "67108864");
+    assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
     client(linux, &["apps", "rm", "echo"]).expect_code(0);
     assert!(linux.ids().is_empty(), "{:?}", linux.ids());
 }
