@@ -14,7 +14,7 @@ pub mod proxy;
 pub mod status;
 pub mod supervisor;
 
-use crate::app::{AppSpec, ServiceSpec, Source};
+use crate::app::{AppSpec, ServiceScale, ServiceSpec, Source};
 use crate::linux::container::ContainerRecord;
 use crate::oci::image::ImageKind;
 use crate::oci::images::ImageRecord;
@@ -39,6 +39,8 @@ pub enum WorkloadError {
         workload: String,
         image: String,
     },
+    #[error("cannot open the local image store: {error}")]
+    Store { error: Box<ImagesError> },
     #[error("{kind} {workload}: image {image}: {error}")]
     Images {
         kind: &'static str,
@@ -153,13 +155,9 @@ impl Workloads {
             return Ok(images);
         }
         let workload = |name: &str| format!("{}/{name}", spec.name);
-        let store =
-            LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Images {
-                kind: "workload",
-                workload: spec.name.clone(),
-                image: String::new(),
-                error: Box::new(error),
-            })?;
+        let store = LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Store {
+            error: Box::new(error),
+        })?;
         for (kind, name, image) in wanted {
             let record = store.get(image).map_err(|error| match error {
                 ImagesError::Unknown { .. } => WorkloadError::ImageMissing {
@@ -249,6 +247,7 @@ impl Workloads {
                     name: name.clone(),
                     generation,
                     spec: service.clone(),
+                    replicas: replicas(record, name, service),
                     image: image.clone(),
                     target: Arc::clone(&target),
                     adopt: adoptable(name, generation),
@@ -391,6 +390,20 @@ impl Workloads {
     }
 }
 
+/// Instances a service keeps: `skiff scale`'s override, else `replicas`, else `min`.
+fn replicas(record: &AppRecord, name: &str, spec: &ServiceSpec) -> u32 {
+    let scaled = record
+        .workloads
+        .iter()
+        .find(|w| w.name == name)
+        .and_then(|w| w.scale);
+    scaled.unwrap_or(match spec.scale() {
+        Some(ServiceScale::Fixed(n)) => n,
+        Some(ServiceScale::Auto { min, .. }) => min,
+        None => 1,
+    })
+}
+
 /// The stored generation of a service or job, `None` when the app does not have it.
 fn generation(record: Option<&AppRecord>, name: &str) -> Option<u64> {
     record?
@@ -398,4 +411,61 @@ fn generation(record: Option<&AppRecord>, name: &str) -> Option<u64> {
         .iter()
         .find(|w| w.name == name && matches!(w.kind, WorkloadKind::Service | WorkloadKind::Job))
         .map(|w| w.generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StoredWorkload;
+    use std::time::SystemTime;
+
+    fn app(workloads: Vec<StoredWorkload>) -> AppRecord {
+        AppRecord {
+            name: "shop".into(),
+            generation: 4,
+            spec: serde_json::Value::Null,
+            created: SystemTime::now(),
+            updated: SystemTime::now(),
+            workloads,
+        }
+    }
+
+    fn workload(name: &str, kind: WorkloadKind, scale: Option<u32>) -> StoredWorkload {
+        StoredWorkload {
+            name: name.into(),
+            kind,
+            generation: 2,
+            spec: serde_json::Value::Null,
+            scale,
+        }
+    }
+
+    fn service(toml: &str) -> ServiceSpec {
+        toml::from_str(&format!("image = \"x\"\n{toml}")).unwrap()
+    }
+
+    #[test]
+    fn replicas_come_from_scale_then_replicas_then_min() {
+        let record = app(vec![
+            workload("web", WorkloadKind::Service, None),
+            workload("scaled", WorkloadKind::Service, Some(5)),
+        ]);
+        assert_eq!(replicas(&record, "web", &service("")), 1);
+        assert_eq!(replicas(&record, "web", &service("replicas = 3")), 3);
+        assert_eq!(replicas(&record, "web", &service("min = 2\nmax = 4")), 2);
+        assert_eq!(replicas(&record, "scaled", &service("replicas = 3")), 5);
+    }
+
+    #[test]
+    fn generations_are_those_of_services_and_jobs_only() {
+        let record = app(vec![
+            workload("api", WorkloadKind::Function, None),
+            workload("web", WorkloadKind::Service, None),
+            workload("migrate", WorkloadKind::Job, None),
+        ]);
+        assert_eq!(generation(Some(&record), "web"), Some(2));
+        assert_eq!(generation(Some(&record), "migrate"), Some(2));
+        assert_eq!(generation(Some(&record), "api"), None);
+        assert_eq!(generation(None, "web"), None);
+    }
 }

@@ -31,6 +31,8 @@ pub struct ServiceRun {
     /// The workload's generation; its containers carry it in their owner.
     pub generation: u64,
     pub spec: ServiceSpec,
+    /// Instances to keep: `skiff scale`'s override, else `replicas`, else `min`.
+    pub replicas: u32,
     pub image: ImageRecord,
     pub target: Arc<ServiceTarget>,
     pub progress: status::Shared,
@@ -76,12 +78,7 @@ impl Running {
 
 /// Runs until `stop` turns true, then stops and removes every container it runs.
 pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Receiver<bool>) {
-    let replicas = match run.spec.scale() {
-        Some(crate::app::ServiceScale::Fixed(n)) => n,
-        Some(crate::app::ServiceScale::Auto { min, .. }) => min,
-        None => 1,
-    };
-    let mut slots: Vec<Slot> = (0..replicas)
+    let mut slots: Vec<Slot> = (0..run.replicas)
         .map(|replica| Slot {
             replica,
             running: None,
@@ -91,7 +88,14 @@ pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Recei
         })
         .collect();
     let sup = Supervisor { cx, run };
-    sup.adopt(&mut slots);
+    for extra in sup.adopt(&mut slots) {
+        // A replica beyond the count, or a second one for the same replica.
+        let (data_dir, id) = (sup.cx.data_dir.clone(), extra.id.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            instance::stop_and_remove(&data_dir, &id, STOP_GRACE)
+        })
+        .await;
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -121,16 +125,19 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// Takes over the containers a previous daemon started, one per replica.
-    fn adopt(&self, slots: &mut [Slot]) {
+    /// Takes over the containers a previous daemon started, one per replica; returns those
+    /// left over, to be stopped.
+    fn adopt(&self, slots: &mut [Slot]) -> Vec<ContainerRecord> {
+        let mut extra = Vec::new();
         for record in &self.run.adopt {
             let replica = record.owner.as_ref().map_or(u32::MAX, |o| o.replica);
-            let Some(slot) = slots.iter_mut().find(|s| s.replica == replica) else {
+            let Some(slot) = slots
+                .iter_mut()
+                .find(|s| s.replica == replica && s.running.is_none())
+            else {
+                extra.push(record.clone());
                 continue;
             };
-            if slot.running.is_some() {
-                continue;
-            }
             let mut instance = InstanceRecord::new(
                 &record.id,
                 &self.run.app,
@@ -151,6 +158,7 @@ impl Supervisor {
             slot.counter.started(Instant::now());
             slot.running = Some(Running::new(record.clone(), &self.run.spec));
         }
+        extra
     }
 
     /// One look at one replica: reap an exit, run a due health check, start a due container.
