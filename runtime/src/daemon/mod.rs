@@ -133,11 +133,16 @@ impl Daemon {
         };
         let engine = WasmEngine::new(&engine_config, config.data_dir.join("cache/wasm"))
             .map_err(|e| DaemonError::Engine(Box::new(e)))?;
+        let engine = Arc::new(engine);
         Ok(Self {
-            workloads: Workloads::new(config.data_dir.clone(), Arc::clone(&store)),
+            workloads: Workloads::new(
+                config.data_dir.clone(),
+                Arc::clone(&store),
+                Arc::clone(&engine),
+            ),
             store,
             preparer: Preparer {
-                engine: Arc::new(engine),
+                engine,
                 data_dir: config.data_dir.clone(),
                 queue: config.function_queue,
             },

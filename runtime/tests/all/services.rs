@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 /// The longest any wait here may take before the test fails with what it waited for.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `skiff serve` in `netns`, logging at info level; its stderr is collected as it comes.
+/// `skiff serve` in `netns`, logging at info level; its stderr and stdout are collected as
+/// they come.
 struct Serve {
     child: Child,
     gateway: u16,
@@ -70,6 +71,15 @@ impl Serve {
                 log.lock().unwrap()
             );
         };
+        // Keep reading: Wasm jobs write to the daemon's stdout, which must stay open.
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         Serve {
             gateway: gateway.parse().expect("a port"),
             child,
@@ -405,11 +415,12 @@ fn a_missing_image_or_a_taken_route_is_refused_and_nothing_is_started() {
         .stderr_has("skiff pull localhost/skiff/nothere:1");
 
     std::fs::copy(p2("http_hello"), dir.path().join("hello.wasm")).unwrap();
-    let wasm_job = "[app]\nname = \"batch\"\n\n[job.once]\nfile = \"hello.wasm\"\n";
+    std::fs::write(dir.path().join("broken.wasm"), "not wasm").unwrap();
+    let wasm_job = "[app]\nname = \"batch\"\n\n[job.once]\nfile = \"broken.wasm\"\n";
     deploy(linux, dir.path(), wasm_job)
         .expect_code(125)
         .stderr_has("job batch/once:")
-        .stderr_has("is Wasm, and Wasm jobs are not run yet; use a Linux image");
+        .stderr_has("broken.wasm");
     let function =
         "[app]\nname = \"greet\"\n\n[function.hello]\nfile = \"hello.wasm\"\nroute = \"/\"\n";
     deploy(linux, dir.path(), function).expect_code(0);
@@ -512,4 +523,32 @@ fn exec_health_checks_decide_routing_and_a_changed_service_is_replaced() {
     );
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
     assert!(!linux.containers_dir().join(&second).exists());
+}
+
+#[test]
+fn wasm_jobs_run_in_process_and_are_retried() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    std::fs::copy(p1("hello"), dir.path().join("hello.wasm")).unwrap();
+    let manifest = r#"[app]
+name = "wasmjobs"
+
+[job.ok]
+file = "hello.wasm"
+
+[job.bad]
+file = "hello.wasm"
+env = { HELLO_EXIT = "4" }
+retries = 1
+"#;
+    deploy(linux, dir.path(), manifest).expect_code(0);
+    serve.wait_log("attempt 1 exited with code 4; retrying in 1s");
+    serve.wait_log("failed: exited with code 4 after 2 attempts");
+    serve.wait_log("attempt 1 exited with code 0");
+    let ps = client(linux, &["ps"]);
+    assert_eq!(ps_line(&ps, "wasmjobs/ok")[2], "succeeded", "{}", ps.stdout);
+    assert!(linux.ids().is_empty(), "no containers for Wasm jobs");
+    client(linux, &["apps", "rm", "wasmjobs"]).expect_code(0);
 }

@@ -1,16 +1,20 @@
-//! Jobs: a Linux container run to completion, retried after a failure at most `retries`
-//! times with back-off. The outcome is an instance row (`exited`, reason `succeeded` or
+//! Jobs: a Linux container, or a Wasm command run in-process, run to completion and retried
+//! after a failure at most `retries` times with back-off. The outcome is an instance row (`exited`, reason `succeeded` or
 //! `failed ...`) keyed by app, job and generation, so a restarted daemon does not run a
 //! finished job of the same generation again, and an event.
 
-use super::Context;
 use super::instance::{self, STOP_GRACE, Workload};
 use super::status::{self, InstanceProgress, Progress};
+use super::{Context, JobCode};
 use crate::app::JobSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
 use crate::oci::images::ImageRecord;
 use crate::sched::service::Backoff;
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
+use crate::wasm::Program;
+use crate::wasm::capabilities::{Capabilities, Stdio};
+use crate::wasm::command;
+use crate::wasm::limits::Limits;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,7 +28,7 @@ pub struct JobRun {
     pub name: String,
     pub generation: u64,
     pub spec: JobSpec,
-    pub image: ImageRecord,
+    pub code: JobCode,
     /// A container of this job and generation still running from before a restart.
     pub adopt: Option<ContainerRecord>,
     pub progress: status::Shared,
@@ -45,17 +49,23 @@ pub fn finished(cx: &Context, app: &str, job: &str, generation: u64) -> Option<S
     }
 }
 
+/// How one run of a job ended.
+enum Outcome {
+    Exited(i32),
+    /// `stop` turned true first.
+    Stopped,
+    CannotStart(String),
+}
+
 /// Runs the job until it succeeds, fails for the last time, or `stop` turns true (then its
 /// container is stopped and removed and the job counts as not run).
 pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bool>) {
     let id = instance_id(&run.app, &run.name, run.generation);
-    let row = InstanceRecord::new(
-        &id,
-        &run.app,
-        &run.name,
-        InstanceKind::Linux,
-        run.generation,
-    );
+    let kind = match run.code {
+        JobCode::Linux(_) => InstanceKind::Linux,
+        JobCode::Wasm(_) => InstanceKind::Wasm,
+    };
+    let row = InstanceRecord::new(&id, &run.app, &run.name, kind, run.generation);
     if cx.store.get_instance(&id).ok().flatten().is_none()
         && let Err(error) = cx.store.insert_instance(&row)
     {
@@ -65,54 +75,25 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
     let mut adopt = run.adopt.clone();
     let mut attempt = 0;
     loop {
-        let record = match adopt.take() {
-            Some(record) => {
-                event("adopted", format!("run {} adopted", short(&record.id)));
-                record
+        let outcome = match &run.code {
+            JobCode::Linux(image) => {
+                in_container(&cx, &run, image, attempt, adopt.take(), &mut stop).await
             }
-            None => match launch(&cx, &run, attempt).await {
-                Ok(record) => {
-                    event(
-                        "started",
-                        format!("attempt {} as container {}", attempt + 1, short(&record.id)),
-                    );
-                    record
-                }
-                Err(error) => {
-                    event("failed", format!("cannot start: {error}"));
-                    finish(&cx, &run, &id, format!("failed: cannot start: {error}"));
-                    return;
-                }
-            },
+            JobCode::Wasm(program) => in_process(&cx, &run, program, attempt, &mut stop).await,
         };
-        update(
-            &cx,
-            &id,
-            InstanceUpdate::to(InstanceState::Running).container_id(&record.id),
-        );
-        status::set(
-            &run.progress,
-            Progress {
-                state: format!("running (attempt {})", attempt + 1),
-                desired: 1,
-                instances: vec![InstanceProgress {
-                    container: record.id.clone(),
-                    health: "healthy",
-                    address: record.address.clone(),
-                }],
-                pending: Vec::new(),
-            },
-        );
-        let Some(code) = wait_exit(&cx, &record, run.spec.timeout, &mut stop).await else {
-            remove(&cx, &record).await;
-            update(
-                &cx,
-                &id,
-                InstanceUpdate::to(InstanceState::Pending).reason("stopped"),
-            );
-            return;
+        let code = match outcome {
+            Outcome::Exited(code) => code,
+            Outcome::Stopped => {
+                let stopped = InstanceUpdate::to(InstanceState::Pending).reason("stopped");
+                update(&cx, &id, stopped);
+                return;
+            }
+            Outcome::CannotStart(error) => {
+                event("failed", format!("cannot start: {error}"));
+                finish(&cx, &run, &id, format!("failed: cannot start: {error}"));
+                return;
+            }
         };
-        remove(&cx, &record).await;
         if code == 0 {
             event(
                 "succeeded",
@@ -154,7 +135,110 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
     }
 }
 
-async fn launch(cx: &Context, run: &JobRun, attempt: u32) -> Result<ContainerRecord, String> {
+/// One run in a Linux container (or one adopted from before a restart), removed after.
+async fn in_container(
+    cx: &Context,
+    run: &JobRun,
+    image: &ImageRecord,
+    attempt: u32,
+    adopt: Option<ContainerRecord>,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let event = |kind: &str, message: String| cx.event(&run.app, &run.name, None, kind, message);
+    let record = match adopt {
+        Some(record) => {
+            event("adopted", format!("run {} adopted", short(&record.id)));
+            record
+        }
+        None => match launch(cx, run, image, attempt).await {
+            Ok(record) => {
+                event(
+                    "started",
+                    format!("attempt {} as container {}", attempt + 1, short(&record.id)),
+                );
+                record
+            }
+            Err(error) => return Outcome::CannotStart(error),
+        },
+    };
+    let id = instance_id(&run.app, &run.name, run.generation);
+    let running = InstanceUpdate::to(InstanceState::Running).container_id(&record.id);
+    update(cx, &id, running);
+    running_progress(run, attempt, Some(&record));
+    let outcome = match wait_exit(cx, &record, run.spec.timeout, stop).await {
+        Some(code) => Outcome::Exited(code),
+        None => Outcome::Stopped,
+    };
+    remove(cx, &record).await;
+    outcome
+}
+
+/// One run of a Wasm job in this process, as `skiff run` runs a command: env from the spec,
+/// no preopens, its output to the daemon's log, its memory and time limits.
+async fn in_process(
+    cx: &Context,
+    run: &JobRun,
+    program: &Program,
+    attempt: u32,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    cx.event(
+        &run.app,
+        &run.name,
+        None,
+        "started",
+        format!("attempt {} in-process (wasm)", attempt + 1),
+    );
+    let id = instance_id(&run.app, &run.name, run.generation);
+    update(cx, &id, InstanceUpdate::to(InstanceState::Running));
+    running_progress(run, attempt, None);
+    let caps = Capabilities {
+        args: vec![run.name.clone()],
+        env: run.spec.env.clone().into_iter().collect(),
+        preopens: Vec::new(),
+        stdio: Stdio::Log,
+    };
+    let limits = Limits {
+        memory: run.spec.memory,
+        timeout: run.spec.timeout,
+    };
+    tokio::select! {
+        ran = command::run(&cx.engine, program, &caps, &limits) => match ran {
+            Ok(code) => Outcome::Exited(code),
+            Err(error) => {
+                cx.event(&run.app, &run.name, None, "trapped", error.to_string());
+                Outcome::Exited(error.exit_code())
+            }
+        },
+        _ = stop.wait_for(|stop| *stop) => Outcome::Stopped,
+    }
+}
+
+fn running_progress(run: &JobRun, attempt: u32, container: Option<&ContainerRecord>) {
+    status::set(
+        &run.progress,
+        Progress {
+            state: format!("running (attempt {})", attempt + 1),
+            desired: 1,
+            instances: container
+                .map(|record| InstanceProgress {
+                    container: record.id.clone(),
+                    health: "healthy",
+                    address: record.address.clone(),
+                })
+                .into_iter()
+                .collect(),
+            pending: Vec::new(),
+        },
+    );
+}
+
+async fn launch(
+    cx: &Context,
+    run: &JobRun,
+    image: &ImageRecord,
+    attempt: u32,
+) -> Result<ContainerRecord, String> {
     let owner = Owner {
         app: run.app.clone(),
         workload: run.name.clone(),
@@ -168,7 +252,7 @@ async fn launch(cx: &Context, run: &JobRun, attempt: u32) -> Result<ContainerRec
         cpus: None,
         volumes: Vec::new(),
     };
-    let (data_dir, image) = (cx.data_dir.clone(), run.image.clone());
+    let (data_dir, image) = (cx.data_dir.clone(), image.clone());
     tokio::task::spawn_blocking(move || instance::launch(&data_dir, &image, &workload, owner))
         .await
         .map_err(|e| e.to_string())?

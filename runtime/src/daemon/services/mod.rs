@@ -20,6 +20,8 @@ use crate::oci::image::ImageKind;
 use crate::oci::images::ImageRecord;
 use crate::oci::local::{ImagesError, LocalImages};
 use crate::state::{self, AppRecord, Store, WorkloadKind};
+use crate::wasm::engine::WasmEngine;
+use crate::wasm::{Program, WasmError, WasmKind};
 use proxy::ServiceTarget;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,13 +51,14 @@ pub enum WorkloadError {
         error: Box<ImagesError>,
     },
     #[error(
-        "{kind} {workload}: {image} is Wasm, and Wasm {kind}s are not run yet; use a Linux \
-         image, or serve it as a [function]"
+        "service {workload}: {image} is a Wasm image, and Wasm services are not run yet; use a \
+         Linux image, or serve it as a [function]"
     )]
-    WasmNotRun {
-        kind: &'static str,
+    WasmNotRun { workload: String, image: String },
+    #[error("job {workload}: {error}")]
+    Wasm {
         workload: String,
-        image: String,
+        error: Box<WasmError>,
     },
 }
 
@@ -63,6 +66,8 @@ pub enum WorkloadError {
 pub struct Context {
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
+    /// Runs Wasm jobs.
+    pub engine: Arc<WasmEngine>,
 }
 
 impl Context {
@@ -94,8 +99,42 @@ pub fn service_port(spec: &ServiceSpec) -> Option<u16> {
     spec.route_port.or_else(|| spec.ports.first().copied())
 }
 
-/// The Linux images of an app's services and jobs, by workload name.
-pub type Images = BTreeMap<String, ImageRecord>;
+/// What an app's services and jobs run, by workload name.
+#[derive(Clone, Default)]
+pub struct Resolved {
+    /// Each service's Linux image.
+    pub services: BTreeMap<String, ImageRecord>,
+    pub jobs: BTreeMap<String, JobCode>,
+}
+
+/// What a job runs: a Linux image in a container, or a Wasm command in this process.
+#[derive(Clone)]
+pub enum JobCode {
+    Linux(ImageRecord),
+    Wasm(Program),
+}
+
+/// The image `name` from the local store; a clear error naming how to get it when missing.
+fn find(
+    store: &LocalImages,
+    kind: &'static str,
+    workload: &str,
+    image: &str,
+) -> Result<ImageRecord, WorkloadError> {
+    store.get(image).map_err(|error| match error {
+        ImagesError::Unknown { .. } => WorkloadError::ImageMissing {
+            kind,
+            workload: workload.to_string(),
+            image: image.to_string(),
+        },
+        error => WorkloadError::Images {
+            kind,
+            workload: workload.to_string(),
+            image: image.to_string(),
+            error: Box::new(error),
+        },
+    })
+}
 
 /// A routed service, for the gateway's table.
 pub struct ServiceRoute {
@@ -120,68 +159,77 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    pub fn new(data_dir: PathBuf, store: Arc<Store>) -> Self {
+    pub fn new(data_dir: PathBuf, store: Arc<Store>, engine: Arc<WasmEngine>) -> Self {
         Workloads {
-            cx: Arc::new(Context { data_dir, store }),
+            cx: Arc::new(Context {
+                data_dir,
+                store,
+                engine,
+            }),
             tasks: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Finds the image of every service and job in the local store: a missing image or a
-    /// Wasm one is refused before anything is stored or started.
-    pub fn resolve(&self, spec: &AppSpec) -> Result<Images, WorkloadError> {
-        let mut wanted = Vec::new();
-        for (name, service) in &spec.services {
-            wanted.push(("service", name, service.image.as_str()));
-        }
-        for (name, job) in &spec.jobs {
-            match job.source() {
-                Some(Source::Image(image)) => wanted.push(("job", name, image)),
-                _ => {
-                    return Err(WorkloadError::WasmNotRun {
-                        kind: "job",
-                        workload: format!("{}/{name}", spec.name),
-                        image: job
-                            .file
-                            .as_ref()
-                            .map(|f| f.display().to_string())
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-        }
-        let mut images = Images::new();
-        if wanted.is_empty() {
-            return Ok(images);
+    /// Finds the image of every service and job in the local store and compiles Wasm jobs:
+    /// a missing image, a Wasm service or a Wasm job that does not compile is refused before
+    /// anything is stored or started. Blocking.
+    pub fn resolve(&self, spec: &AppSpec) -> Result<Resolved, WorkloadError> {
+        let mut resolved = Resolved::default();
+        if spec.services.is_empty() && spec.jobs.is_empty() {
+            return Ok(resolved);
         }
         let workload = |name: &str| format!("{}/{name}", spec.name);
         let store = LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Store {
             error: Box::new(error),
         })?;
-        for (kind, name, image) in wanted {
-            let record = store.get(image).map_err(|error| match error {
-                ImagesError::Unknown { .. } => WorkloadError::ImageMissing {
-                    kind,
-                    workload: workload(name),
-                    image: image.to_string(),
-                },
-                error => WorkloadError::Images {
-                    kind,
-                    workload: workload(name),
-                    image: image.to_string(),
-                    error: Box::new(error),
-                },
-            })?;
+        for (name, service) in &spec.services {
+            let record = find(&store, "service", &workload(name), &service.image)?;
             if record.kind == ImageKind::Wasm {
                 return Err(WorkloadError::WasmNotRun {
-                    kind,
                     workload: workload(name),
-                    image: image.to_string(),
+                    image: service.image.clone(),
                 });
             }
-            images.insert(name.clone(), record);
+            resolved.services.insert(name.clone(), record);
         }
-        Ok(images)
+        for (name, job) in &spec.jobs {
+            let wasm_error = |error| WorkloadError::Wasm {
+                workload: workload(name),
+                error: Box::new(error),
+            };
+            let code = match job.source() {
+                Some(Source::Image(image)) => {
+                    let record = find(&store, "job", &workload(name), image)?;
+                    match record.kind {
+                        ImageKind::Linux => JobCode::Linux(record),
+                        ImageKind::Wasm => {
+                            let images_error = |error| WorkloadError::Images {
+                                kind: "job",
+                                workload: workload(name),
+                                image: image.to_string(),
+                                error: Box::new(error),
+                            };
+                            let bytes = store.wasm_bytes(&record).map_err(images_error)?;
+                            let kind = WasmKind::detect(&bytes).ok_or_else(|| {
+                                wasm_error(WasmError::Invalid {
+                                    name: record.name.clone(),
+                                    reason: "its Wasm layer does not start with `\\0asm`".into(),
+                                })
+                            })?;
+                            let program = self.cx.engine.load_bytes(record.name, kind, &bytes);
+                            JobCode::Wasm(program.map_err(wasm_error)?)
+                        }
+                    }
+                }
+                Some(Source::File(path)) => {
+                    JobCode::Wasm(self.cx.engine.load_file(path).map_err(wasm_error)?)
+                }
+                // Validation refuses a job with neither; nothing to run.
+                None => continue,
+            };
+            resolved.jobs.insert(name.clone(), code);
+        }
+        Ok(resolved)
     }
 
     /// Stops the app's tasks whose workload is gone from `spec` or changed generation (all of
@@ -211,7 +259,7 @@ impl Workloads {
         &self,
         spec: &AppSpec,
         record: &AppRecord,
-        images: &Images,
+        resolved: &Resolved,
         owned: &[ContainerRecord],
         claimed: &mut Vec<String>,
     ) -> Vec<ServiceRoute> {
@@ -233,7 +281,7 @@ impl Workloads {
         };
         for (name, service) in &spec.services {
             let (Some(generation), Some(image)) =
-                (generation(Some(record), name), images.get(name))
+                (generation(Some(record), name), resolved.services.get(name))
             else {
                 continue;
             };
@@ -275,8 +323,8 @@ impl Workloads {
             }
         }
         for (name, job) in &spec.jobs {
-            let (Some(generation), Some(image)) =
-                (generation(Some(record), name), images.get(name))
+            let (Some(generation), Some(code)) =
+                (generation(Some(record), name), resolved.jobs.get(name))
             else {
                 continue;
             };
@@ -297,7 +345,7 @@ impl Workloads {
                 name: name.clone(),
                 generation,
                 spec: job.clone(),
-                image: image.clone(),
+                code: code.clone(),
                 adopt: adoptable(name, generation).into_iter().next(),
             };
             let (stop, stopped) = watch::channel(false);
