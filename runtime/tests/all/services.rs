@@ -169,6 +169,21 @@ fn get(netns: &Netns, port: u16, path: &str) -> (u16, String) {
 
 /// Sends a raw HTTP/1.0 request to the gateway, inside the namespace: status and body.
 fn send(netns: &Netns, port: u16, request: &str) -> (u16, String) {
+    let response = send_raw(netns, port, request);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The raw response, head and body, to a raw request sent inside the namespace.
+fn send_raw(netns: &Netns, port: u16, request: &str) -> String {
     let request = request.to_string();
     netns.enter(move || {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
@@ -178,16 +193,7 @@ fn send(netns: &Netns, port: u16, request: &str) -> (u16, String) {
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("reading");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        response
     })
 }
 
@@ -343,11 +349,21 @@ fn an_unhealthy_instance_is_not_routed() {
         format!("{WEB}health = {{ http = \"/missing\", interval = \"200ms\", retries = 2 }}\n");
     deploy(linux, dir.path(), &manifest).expect_code(0);
     serve.wait_log("unhealthy: GET /missing answered 404");
-    let (status, body) = get(netns, serve.gateway, "/index.html");
-    assert_eq!(status, 503, "{body}");
+    let response = send_raw(
+        netns,
+        serve.gateway,
+        "GET /index.html HTTP/1.0\r\nHost: shop.test\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.0 503"), "{response}");
     assert!(
-        body.contains("service shop/web has no healthy instance"),
-        "{body}"
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.contains("service shop/web has no healthy instance"),
+        "{response}"
     );
     assert_eq!(owned(linux).len(), 1, "the instance still runs");
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
@@ -551,4 +567,31 @@ retries = 1
     assert_eq!(ps_line(&ps, "wasmjobs/ok")[2], "succeeded", "{}", ps.stdout);
     assert!(linux.ids().is_empty(), "no containers for Wasm jobs");
     client(linux, &["apps", "rm", "wasmjobs"]).expect_code(0);
+}
+
+#[test]
+fn an_instance_that_does_not_answer_is_a_502() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    // No health check: routed once running, though nothing listens on its port.
+    let silent = WEB.replace(
+        r#"["httpd", "-f", "-p", "80", "-h", "/www"]"#,
+        r#"["sleep", "3600"]"#,
+    );
+    deploy(linux, dir.path(), &silent).expect_code(0);
+    serve.wait_log("replica 0 started");
+    let deadline = Instant::now() + WAIT;
+    let (status, body) = loop {
+        let answer = get(netns, serve.gateway, "/");
+        if answer.0 != 503 || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("service shop/web failed to answer"), "{body}");
+    client(linux, &["apps", "rm", "shop"]).expect_code(0);
+    assert!(linux.ids().is_empty(), "{:?}", linux.ids());
 }
