@@ -266,3 +266,25 @@ fn an_instance_that_does_not_answer_is_a_502() {
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
     assert!(linux.ids().is_empty(), "{:?}", linux.ids());
 }
+
+#[test]
+fn containers_of_an_app_no_longer_stored_are_removed_on_restart() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    deploy(linux, dir.path(), WEB).expect_code(0);
+    wait_served(netns, &serve, "/");
+    let (id, _) = one_running(linux, None);
+
+    // A crash between forgetting the app and stopping its containers, as `apps rm` does them.
+    serve.kill();
+    let store = skiff::state::Store::open(linux.data_dir.path()).unwrap();
+    assert!(store.delete_app("shop").unwrap());
+    drop(store);
+    let serve = Serve::start(netns, linux);
+    serve.wait_log("removing a container no workload adopted");
+    assert!(!linux.containers_dir().join(&id).exists(), "{id} left");
+    assert!(owned(linux).is_empty(), "{:?}", owned(linux));
+    assert_eq!(get(netns, serve.gateway, "/").0, 404);
+}
