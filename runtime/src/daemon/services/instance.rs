@@ -6,6 +6,7 @@
 
 use crate::app::{ServiceSpec, VolumeSource, VolumeSpec};
 use crate::daemon::functions::volume_dir;
+use crate::linux::cgroups::{CgroupPath, CgroupRoot};
 use crate::linux::container::{
     ContainerError, ContainerRecord, Containers, Owner, Status, pid_alive, same_process,
 };
@@ -160,17 +161,21 @@ pub fn is_running(record: &ContainerRecord) -> bool {
 }
 
 /// Stops the container (SIGTERM, then SIGKILL after `grace`), waits for its monitor to clean
-/// up and removes its directory. Bounded: gives up with a warning when the monitor hangs.
+/// up and removes its directory. Bounded: gives up with a warning when the monitor hangs. A
+/// container whose monitor died is cleaned up here: its cgroup's processes killed, the cgroup
+/// removed.
 pub fn stop_and_remove(data_dir: &Path, id: &str, grace: Duration) {
     let containers = Containers::open(data_dir);
     if let Ok(record) = containers.load(id) {
-        if let Some(pid) = record.pid.filter(|_| record.status == Status::Running)
-            && same_process(pid, record.pid_start)
+        if let Some(raw) = record.pid.filter(|_| record.status == Status::Running)
+            && same_process(raw, record.pid_start)
         {
-            let pid = Pid::from_raw(pid);
+            let pid = Pid::from_raw(raw);
             let _ = kill(pid, Signal::SIGTERM);
-            if !wait_for(grace, || exit_code(&containers, id).is_some()) {
+            let gone = || !same_process(raw, record.pid_start);
+            if !wait_for(grace, gone) {
                 let _ = kill(pid, Signal::SIGKILL);
+                wait_for(MONITOR_WAIT, gone);
             }
         }
         let monitor_gone = || record.monitor_pid.is_none_or(|m| !pid_alive(m));
@@ -180,9 +185,25 @@ pub fn stop_and_remove(data_dir: &Path, id: &str, grace: Duration) {
                 "its monitor did not exit; removing it anyway"
             );
         }
+        remove_cgroup(id);
     }
     if let Err(error) = containers.remove_dir(id) {
         tracing::warn!(%error, container = id, "container not removed");
+    }
+}
+
+/// Kills what is left in the container's cgroup and removes it: the monitor's job, done here
+/// when the monitor died first. A cgroup already gone is fine.
+fn remove_cgroup(id: &str) {
+    let Ok(path) = CgroupPath::new(&format!("skiff/{id}")) else {
+        return;
+    };
+    let Ok(root) = CgroupRoot::detect() else {
+        return;
+    };
+    let cgroup = root.open(&path);
+    if let Err(error) = cgroup.kill_all().and_then(|()| cgroup.remove()) {
+        tracing::warn!(%error, container = id, "cgroup not removed");
     }
 }
 

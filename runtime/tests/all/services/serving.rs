@@ -169,7 +169,7 @@ fn the_proxy_keeps_method_path_query_headers_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(netns, linux);
     deploy(linux, dir.path(), ECHO).expect_code(0);
-    serve.wait_log("health check passed");
+    wait_served(netns, &serve, "/cgi-bin/echo");
     let (status, body) = send(
         netns,
         serve.gateway,
@@ -284,7 +284,11 @@ fn containers_of_an_app_no_longer_stored_are_removed_on_restart() {
     drop(store);
     let serve = Serve::start(netns, linux);
     serve.wait_log("removing a container no workload adopted");
-    assert!(!linux.containers_dir().join(&id).exists(), "{id} left");
+    let deadline = Instant::now() + WAIT;
+    while linux.containers_dir().join(&id).exists() {
+        assert!(Instant::now() < deadline, "{id} left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(owned(linux).is_empty(), "{:?}", owned(linux));
     assert_eq!(get(netns, serve.gateway, "/").0, 404);
 }
