@@ -75,7 +75,10 @@ async fn http(address: SocketAddr, path: &str) -> Result<(), String> {
 }
 
 /// `nsenter --target PID --mount --uts --ipc --net --pid -- COMMAND`, killed at `timeout`.
+/// nsenter forks to enter the pid namespace, so it runs in a process group of its own and the
+/// whole group is killed: the command too, not just nsenter.
 async fn exec(pid: i32, command: Vec<String>, timeout: Duration) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     tokio::task::spawn_blocking(move || {
         let mut child = std::process::Command::new("nsenter")
             .arg("--target")
@@ -85,6 +88,7 @@ async fn exec(pid: i32, command: Vec<String>, timeout: Duration) -> Result<(), S
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run nsenter: {e}"))?;
         let deadline = Instant::now() + timeout;
@@ -96,7 +100,8 @@ async fn exec(pid: i32, command: Vec<String>, timeout: Duration) -> Result<(), S
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Ok(None) | Err(_) => {
-                    let _ = child.kill();
+                    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                     let _ = child.wait();
                     return Err(format!("{command:?} did not finish within {timeout:?}"));
                 }
