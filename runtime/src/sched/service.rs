@@ -105,6 +105,17 @@ pub enum RestartPolicy {
     Never,
 }
 
+impl std::fmt::Display for RestartPolicy {
+    /// As the manifest writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
 impl FromStr for RestartPolicy {
     type Err = ServiceError;
 
@@ -352,5 +363,17 @@ mod tests {
         );
         assert_eq!(wait, None);
         assert_eq!(counter.attempts, 0);
+    }
+
+    #[test]
+    fn restart_policies_print_as_the_manifest_writes_them() {
+        for policy in [
+            RestartPolicy::Always,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Never,
+        ] {
+            assert_eq!(policy.to_string().parse::<RestartPolicy>(), Ok(policy));
+        }
+        assert_eq!(RestartPolicy::OnFailure.to_string(), "on-failure");
     }
 }

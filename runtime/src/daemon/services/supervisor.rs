@@ -212,7 +212,7 @@ impl Supervisor {
             None => (
                 "stopped",
                 format!(
-                    "replica {} not restarted (restart = {:?}, {reason})",
+                    "replica {} not restarted (restart = {}, {reason})",
                     slot.replica, self.run.spec.restart
                 ),
             ),
