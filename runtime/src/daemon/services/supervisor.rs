@@ -84,7 +84,7 @@ pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Recei
             running: None,
             counter: RestartCounter::default(),
             start_at: Some(Instant::now()),
-            pending: "starting".into(),
+            pending: format!("replica {replica} starting"),
         })
         .collect();
     let sup = Supervisor { cx, run };
@@ -312,14 +312,6 @@ impl Supervisor {
     /// Tells the gateway which instances are healthy, and `skiff ps` how things are.
     fn publish(&self, slots: &[Slot]) {
         let running = || slots.iter().filter_map(|s| s.running.as_ref());
-        if let Some(port) = service_port(&self.run.spec) {
-            let healthy = running()
-                .filter(|r| r.tracker.health == Health::Healthy)
-                .filter_map(|r| r.address())
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect();
-            self.run.target.set_healthy(healthy);
-        }
         let instances: Vec<InstanceProgress> = running()
             .map(|r| InstanceProgress {
                 container: r.record.id.clone(),
@@ -341,7 +333,7 @@ impl Supervisor {
         let pending = slots
             .iter()
             .filter(|s| s.running.is_none())
-            .map(|s| format!("replica {}: {}", s.replica, s.pending))
+            .map(|s| s.pending.clone())
             .collect();
         status::set(
             &self.run.progress,
@@ -352,6 +344,15 @@ impl Supervisor {
                 pending,
             },
         );
+        // After the status: whatever the gateway routes to, `skiff ps` already shows.
+        if let Some(port) = service_port(&self.run.spec) {
+            let healthy = running()
+                .filter(|r| r.tracker.health == Health::Healthy)
+                .filter_map(|r| r.address())
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect();
+            self.run.target.set_healthy(healthy);
+        }
     }
 
     /// Stops (if need be) and removes the container, and forgets its instance.

@@ -292,3 +292,52 @@ fn containers_of_an_app_no_longer_stored_are_removed_on_restart() {
     assert!(owned(linux).is_empty(), "{:?}", owned(linux));
     assert_eq!(get(netns, serve.gateway, "/").0, 404);
 }
+
+#[test]
+fn an_exited_instance_is_restarted_only_as_its_policy_says() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    let manifest = format!(
+        r#"[app]
+name = "policies"
+
+[service.never]
+image = "{IMAGE}"
+command = ["sh", "-c", "exit 3"]
+restart = "never"
+
+[service.clean]
+image = "{IMAGE}"
+command = ["true"]
+restart = "on-failure"
+
+[service.failing]
+image = "{IMAGE}"
+command = ["sh", "-c", "exit 5"]
+restart = "on-failure"
+"#
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    serve.wait_log("replica 0 not restarted (restart = never, exited with code 3)");
+    serve.wait_log("replica 0 not restarted (restart = on-failure, exited with code 0)");
+    serve.wait_log("replica 0 restarting in 1s (exited with code 5)");
+    // `ps` shows why it is not running (once the supervisor's next look has published it).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ps = client(linux, &["ps"]);
+        let never = ps_line(&ps, "policies/never");
+        if never[2..4] == ["pending", "0/1"]
+            && ps
+                .stdout
+                .contains("replica 0 not restarted (restart = never, exited with code 3)")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", ps.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client(linux, &["apps", "rm", "policies"]).expect_code(0);
+    assert!(linux.ids().is_empty(), "{:?}", linux.ids());
+}
