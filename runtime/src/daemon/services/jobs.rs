@@ -89,17 +89,18 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 return;
             }
             Outcome::CannotStart(error) => {
-                event("failed", format!("cannot start: {error}"));
                 finish(&cx, &run, &id, format!("failed: cannot start: {error}"));
+                event("failed", format!("cannot start: {error}"));
                 return;
             }
         };
+        // The outcome is recorded first, then told: whoever hears of it can read it.
         if code == 0 {
+            finish(&cx, &run, &id, "succeeded".to_string());
             event(
                 "succeeded",
                 format!("attempt {} exited with code 0", attempt + 1),
             );
-            finish(&cx, &run, &id, "succeeded".to_string());
             return;
         }
         if attempt >= run.spec.retries {
@@ -107,8 +108,8 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 "failed: exited with code {code} after {} attempts",
                 attempt + 1
             );
-            event("failed", reason.clone());
-            finish(&cx, &run, &id, reason);
+            finish(&cx, &run, &id, reason.clone());
+            event("failed", reason);
             return;
         }
         let wait = Backoff::default().delay(attempt);
