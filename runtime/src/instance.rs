@@ -24,6 +24,10 @@ pub trait HttpHandler: Send + Sync + 'static {
     ) -> impl Future<Output = http::Response<Body>> + Send;
 }
 
+/// The client's address: the gateway puts it in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Builds a small plain-text response, the shape of every error answer.
 pub fn text_response(status: http::StatusCode, text: impl Into<String>) -> http::Response<Body> {
     use http_body_util::{BodyExt, Full};

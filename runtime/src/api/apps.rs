@@ -1,4 +1,4 @@
-//! `/v1/apps`: deploy, list, show, remove and scale apps.
+//! `/v1/apps`: deploy, list, show, remove and scale apps; `/v1/workloads`: what runs.
 
 use super::Failure;
 use crate::daemon::{Daemon, DaemonError, Deployed};
@@ -17,6 +17,14 @@ use std::time::UNIX_EPOCH;
 pub(super) async fn list(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, Failure> {
     let apps: Vec<Value> = daemon.apps()?.iter().map(summary).collect();
     Ok(Json(json!({ "apps": apps })))
+}
+
+/// Every service and job with its state, instances, CPU and memory (`skiff ps`).
+pub(super) async fn workloads(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, Failure> {
+    let workloads = tokio::task::spawn_blocking(move || daemon.workloads())
+        .await
+        .map_err(DaemonError::from)??;
+    Ok(Json(json!({ "workloads": workloads })))
 }
 
 pub(super) async fn get(
@@ -72,7 +80,6 @@ fn deployed_json(deployed: &Deployed) -> Value {
         "generation": deployed.generation,
         "unchanged": deployed.diff.is_empty(),
         "diff": deployed.diff.workloads.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "not_run": deployed.not_run,
     })
 }
 

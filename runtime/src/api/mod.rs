@@ -106,6 +106,7 @@ pub fn routes(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/v1/info", get(info))
         .route("/v1/apps", get(apps::list))
+        .route("/v1/workloads", get(apps::workloads))
         .route(
             "/v1/apps/{name}",
             get(apps::get).put(apps::put).delete(apps::delete),
@@ -157,6 +158,10 @@ impl IntoResponse for Failure {
             DaemonError::Function { .. } | DaemonError::Image { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "fix the function (its code, image or volumes) and deploy again; nothing was changed",
+            ),
+            DaemonError::Workload(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "get the image or fix the workload, and deploy again; nothing was changed",
             ),
             DaemonError::RouteTaken { .. } => (
                 StatusCode::CONFLICT,

@@ -210,15 +210,8 @@ impl ServiceSpec {
     }
 }
 
-/// `restart = "always" | "on-failure" | "never"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    Always,
-    OnFailure,
-    Never,
-}
+/// `restart = "always" | "on-failure" | "never"`: one type with the scheduler's rule for it.
+pub use crate::sched::service::RestartPolicy;
 
 /// `health = { tcp = PORT | http = "/path" | exec = [..], ... }`: exactly one check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,16 +70,4 @@ fn print_deployed(answer: &serde_json::Value) {
     } else {
         println!("app {app} deployed (generation {generation})");
     }
-    let not_run: Vec<&str> = answer["not_run"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w.as_str())
-        .collect();
-    if !not_run.is_empty() {
-        println!(
-            "note: stored but not run yet by this skiff: {}",
-            not_run.join(", ")
-        );
-    }
 }

@@ -5,12 +5,14 @@
 //! (`wasm`) and swaps the gateway's routes ([`router`]). On start it reads every app back from
 //! the store and serves it again, which is what makes a `kill -9` and a restart lose nothing.
 //!
-//! This first slice runs functions only: services and jobs are validated and stored, not run
-//! yet. It does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
+//! Services and jobs run as Linux containers under [`services`]: supervised, health-checked,
+//! routed through the gateway and adopted again after a restart. The daemon does not own the
+//! sockets (the CLI binds them) nor the HTTP surface (`api`).
 
 mod control;
 pub mod functions;
 pub mod router;
+pub mod services;
 
 pub use control::{EVENTS_KEPT, MAX_SERVICE_REPLICAS, ScaleChange};
 
@@ -20,7 +22,8 @@ use crate::state::{self, AppRecord, StateError, Store, WorkloadRecord};
 use crate::wasm::WasmError;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
 use functions::{FunctionTarget, Preparer};
-use router::{Route, Router};
+use router::{Route, Router, Target};
+use services::{ServiceRoute, WorkloadError, Workloads};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,13 +62,17 @@ pub enum DaemonError {
         error: std::io::Error,
     },
 
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+
     #[error(
-        "route {route}{} of function {function} is already served by {owner}; pick another \
+        "route {route}{} of {workload} is already served by {owner}; pick another \
          route or host, or remove that app with `skiff apps rm`",
         host.as_deref().map(|h| format!(" on host {h}")).unwrap_or_default()
     )]
     RouteTaken {
-        function: String,
+        /// `function APP/NAME` or `service APP/NAME`.
+        workload: String,
         route: String,
         host: Option<String>,
         owner: String,
@@ -123,14 +130,13 @@ pub struct Deployed {
     pub app: String,
     pub generation: u64,
     pub diff: AppDiff,
-    /// Workloads stored but not run by this version (`service cache`, `job migrate`).
-    pub not_run: Vec<String>,
 }
 
 /// The running daemon's state: the store, the engine and the gateway's routes.
 pub struct Daemon {
-    store: Store,
+    store: Arc<Store>,
     preparer: Preparer,
+    workloads: Workloads,
     router: Arc<Router>,
     /// One deploy, removal or scale at a time, so the diff, the store and the routes agree.
     changes: tokio::sync::Mutex<()>,
@@ -142,17 +148,23 @@ impl Daemon {
     /// Opens the state store and builds the engine (pooling allocator, compile cache under
     /// `<data>/cache/wasm`). Serves nothing until [`Daemon::restore`].
     pub fn open(config: &DaemonConfig) -> Result<Self> {
-        let store = Store::open(&config.data_dir)?;
+        let store = Arc::new(Store::open(&config.data_dir)?);
         let engine_config = EngineConfig {
             pool_instances: Some(config.pool_instances),
             ..EngineConfig::default()
         };
         let engine = WasmEngine::new(&engine_config, config.data_dir.join("cache/wasm"))
             .map_err(|e| DaemonError::Engine(Box::new(e)))?;
+        let engine = Arc::new(engine);
         Ok(Self {
+            workloads: Workloads::new(
+                config.data_dir.clone(),
+                Arc::clone(&store),
+                Arc::clone(&engine),
+            ),
             store,
             preparer: Preparer {
-                engine: Arc::new(engine),
+                engine,
                 data_dir: config.data_dir.clone(),
                 queue: config.function_queue,
             },
@@ -168,11 +180,15 @@ impl Daemon {
     }
 
     /// Serves every stored app again. A function that cannot be prepared any more (its file
-    /// is gone, say) is logged and skipped; the rest of its app is served. Returns the number
-    /// of functions served.
+    /// is gone, say) is logged and skipped; the rest of its app is served. Services and jobs
+    /// adopt their containers still running; every other container a workload owned is
+    /// stopped and removed. Returns the number of functions served. Call it on a thread of
+    /// tokio's blocking pool: it starts the workloads' tasks.
     #[tracing::instrument(skip_all)]
     pub fn restore(&self) -> Result<usize> {
         let mut served = 0;
+        let owned = services::instance::owned(self.workloads.data_dir());
+        let mut claimed = Vec::new();
         for record in self.store.list_apps()? {
             let spec = match stored_spec(&record) {
                 Ok(spec) => spec,
@@ -189,11 +205,28 @@ impl Daemon {
                 }
             }
             served += routes.len();
+            match self.workloads.resolve(&spec) {
+                Ok(images) => {
+                    let services =
+                        self.workloads
+                            .start(&spec, &record, &images, &owned, &mut claimed);
+                    routes.extend(service_routes(&spec.name, services));
+                }
+                Err(error) => tracing::error!(%error, "services and jobs not run"),
+            }
             self.router.set_app(&spec.name, Some(routes));
             tracing::info!(
                 app = spec.name,
                 generation = record.generation,
                 "app restored"
+            );
+        }
+        for container in owned.iter().filter(|c| !claimed.contains(&c.id)) {
+            tracing::info!(container = container.id, owner = ?container.owner, "removing a container no workload adopted");
+            services::instance::stop_and_remove(
+                self.workloads.data_dir(),
+                &container.id,
+                services::instance::STOP_GRACE,
             );
         }
         Ok(served)
@@ -226,7 +259,11 @@ impl Daemon {
         });
         let diff = app::diff(old.as_ref(), &spec);
         self.check_routes(&spec)?;
-        let routes = {
+        let images = {
+            let (daemon, spec) = (Arc::clone(self), spec.clone());
+            tokio::task::spawn_blocking(move || daemon.workloads.resolve(&spec)).await??
+        };
+        let mut routes = {
             let (daemon, spec, old) = (Arc::clone(self), spec.clone(), old.clone());
             tokio::task::spawn_blocking(move || daemon.prepare_app(&spec, old.as_ref())).await??
         };
@@ -236,6 +273,14 @@ impl Daemon {
             tokio::task::spawn_blocking(move || daemon.store.put_app(&name, &app_json, &workloads))
                 .await??
         };
+        let record = self.app(name)?;
+        for retired in self.workloads.retire(name, Some(&record)) {
+            let _ = retired.await;
+        }
+        let services = self
+            .workloads
+            .start(&spec, &record, &images, &[], &mut Vec::new());
+        routes.extend(service_routes(name, services));
         self.router.set_app(name, Some(routes));
         if !outcome.is_noop() {
             self.record(
@@ -244,28 +289,32 @@ impl Daemon {
                 format!("generation {}", outcome.generation),
             );
         }
-        let not_run = (spec.services.keys().map(|s| format!("service {s}")))
-            .chain(spec.jobs.keys().map(|j| format!("job {j}")))
-            .collect();
         Ok(Deployed {
             app: spec.name,
             generation: outcome.generation,
             diff,
-            not_run,
         })
     }
 
     /// Refuses a route another app already serves with the same host.
     fn check_routes(&self, spec: &AppSpec) -> Result<()> {
-        for (name, function) in &spec.functions {
+        let functions = spec.functions.iter().map(|(name, function)| {
             let host = function.host.as_deref().map(str::to_ascii_lowercase);
-            if let Some(owner) = self
-                .router
-                .conflict(&spec.name, &function.route, host.as_deref())
-            {
+            (
+                format!("function {}/{name}", spec.name),
+                &function.route,
+                host,
+            )
+        });
+        let services = spec.services.iter().filter_map(|(name, service)| {
+            let route = service.route.as_ref()?;
+            Some((format!("service {}/{name}", spec.name), route, None))
+        });
+        for (workload, route, host) in functions.chain(services) {
+            if let Some(owner) = self.router.conflict(&spec.name, route, host.as_deref()) {
                 return Err(DaemonError::RouteTaken {
-                    function: format!("{}/{name}", spec.name),
-                    route: function.route.clone(),
+                    workload,
+                    route: route.clone(),
                     host,
                     owner: format!("{}/{}", owner.app, owner.function),
                 });
@@ -285,9 +334,9 @@ impl Daemon {
                 .iter()
                 .find(|r| &r.function == name)
                 .filter(|_| unchanged);
-            let target = match kept {
-                Some(route) => Arc::clone(&route.target),
-                None => Arc::new(self.preparer.prepare(&spec.name, name, function)?),
+            let target = match kept.map(|route| &route.target) {
+                Some(Target::Function(target)) => Arc::clone(target),
+                _ => Arc::new(self.preparer.prepare(&spec.name, name, function)?),
             };
             routes.push(route(&spec.name, name, function, target));
         }
@@ -297,6 +346,11 @@ impl Daemon {
     /// Every deployed app, by name.
     pub fn apps(&self) -> Result<Vec<AppRecord>> {
         Ok(self.store.list_apps()?)
+    }
+
+    /// Every stored service and job as it runs now (blocking: reads cgroups).
+    pub fn workloads(&self) -> Result<Vec<services::status::WorkloadStatus>> {
+        Ok(self.workloads.status(&self.store.list_apps()?))
     }
 
     pub fn app(&self, name: &str) -> Result<AppRecord> {
@@ -321,6 +375,10 @@ impl Daemon {
             });
         }
         self.router.set_app(name, None);
+        for retired in self.workloads.retire(name, None) {
+            let _ = retired.await;
+        }
+        self.workloads.forget(name);
         self.record(name, "removed", "app removed".to_string());
         Ok(())
     }
@@ -395,6 +453,16 @@ fn route(app: &str, name: &str, function: &FunctionSpec, target: Arc<FunctionTar
         function: name.to_string(),
         prefix: function.route.clone(),
         host: function.host.as_deref().map(str::to_ascii_lowercase),
-        target,
+        target: Target::Function(target),
     }
+}
+
+fn service_routes(app: &str, services: Vec<ServiceRoute>) -> impl Iterator<Item = Route> {
+    services.into_iter().map(move |service| Route {
+        app: app.to_string(),
+        function: service.name,
+        prefix: service.prefix,
+        host: None,
+        target: Target::Service(service.target),
+    })
 }

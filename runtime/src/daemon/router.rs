@@ -8,21 +8,30 @@
 //! a body the guest still streams after that does not count against `max × concurrency`.
 
 use super::functions::FunctionTarget;
+use super::services::proxy::ServiceTarget;
 use crate::instance::{Body, HttpHandler, text_response};
 use http::{HeaderValue, StatusCode};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-/// One function's place in the table.
+/// One function's or routed service's place in the table.
 #[derive(Clone)]
 pub struct Route {
     pub app: String,
+    /// The function's or service's name.
     pub function: String,
     /// Path prefix, as the manifest wrote it (always starting with `/`).
     pub prefix: String,
     /// Lower-case host without port; `None` matches any host.
     pub host: Option<String>,
-    pub target: Arc<FunctionTarget>,
+    pub target: Target,
+}
+
+/// What answers a route: a Wasm function, or a service's healthy instances.
+#[derive(Clone)]
+pub enum Target {
+    Function(Arc<FunctionTarget>),
+    Service(Arc<ServiceTarget>),
 }
 
 impl Route {
@@ -132,12 +141,16 @@ impl HttpHandler for Router {
         let Some(target) = self
             .current()
             .find(host.as_deref(), &path)
-            .map(|route| Arc::clone(&route.target))
+            .map(|route| route.target.clone())
         else {
             return text_response(
                 StatusCode::NOT_FOUND,
                 format!("no function is routed at {path}; see `skiff apps`\n"),
             );
+        };
+        let target = match target {
+            Target::Function(target) => target,
+            Target::Service(service) => return service.handle(request).await,
         };
         match target.slots.acquire(target.queue_timeout).await {
             Ok(_slot) => target.function.handle(request).await,

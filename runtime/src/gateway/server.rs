@@ -8,7 +8,7 @@
 
 use super::access::{AccessLine, REQUEST_ID, RequestIds};
 use super::connection::{Activity, Streaming, close_when_idle};
-use crate::instance::{Body, BoxError, HttpHandler, text_response};
+use crate::instance::{Body, BoxError, ClientAddr, HttpHandler, text_response};
 use crate::metrics;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -114,7 +114,8 @@ pub async fn serve<H: HttpHandler>(
             let activity = Arc::new(Activity::new());
             let service = {
                 let activity = activity.clone();
-                hyper::service::service_fn(move |request| {
+                hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
                     let (shared, activity) = (shared.clone(), activity.clone());
                     async move {
                         let answering = activity.begin();

@@ -67,6 +67,20 @@ pub struct ContainerRecord {
     pub ports: Vec<String>,
     pub address: Option<String>,
     pub auto_remove: bool,
+    /// The daemon's workload this container is an instance of; `None` for `skiff run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// Which deployed workload a container belongs to, so a restarted daemon can find (adopt) it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub app: String,
+    pub workload: String,
+    /// The app's generation that launched it.
+    pub generation: u64,
+    /// Which of the workload's instances it is: 0 to replicas - 1.
+    pub replica: u32,
 }
 
 /// The containers of one data dir.
@@ -301,6 +315,7 @@ mod tests {
             ports: Vec::new(),
             address: None,
             auto_remove: false,
+            owner: None,
         }
     }
 

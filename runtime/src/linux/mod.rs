@@ -21,6 +21,8 @@
 //!   as pid 1 of a `skiff run` container, forwarding signals and reaping orphans.
 //! - [`monitor`]: a `skiff run` container's life (cgroup, network, ports, log, exit status),
 //!   in the foreground CLI or a detached monitor; [`container`] its record on disk.
+//! - [`launch`]: one container prepared and started under a detached monitor, for `skiff run`
+//!   and the daemon's services and jobs.
 //! - [`bundle`]: the OCI runtime verbs on a bundle (create, start, state, kill, delete, run),
 //!   for `skiff oci` and callers such as podman and containerd.
 //!
@@ -30,6 +32,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod container;
 pub mod exec;
+pub mod launch;
 pub mod monitor;
 pub mod namespaces;
 pub mod net;

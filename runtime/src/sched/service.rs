@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A restart policy that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +94,7 @@ impl Stabiliser {
 }
 
 /// When an exited instance is restarted: the manifest's `restart = "..."`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Whatever the exit code. The default for services.
@@ -103,6 +103,17 @@ pub enum RestartPolicy {
     /// Only after a non-zero exit code (a signal counts as one).
     OnFailure,
     Never,
+}
+
+impl std::fmt::Display for RestartPolicy {
+    /// As the manifest writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
 }
 
 impl FromStr for RestartPolicy {
@@ -352,5 +363,17 @@ mod tests {
         );
         assert_eq!(wait, None);
         assert_eq!(counter.attempts, 0);
+    }
+
+    #[test]
+    fn restart_policies_print_as_the_manifest_writes_them() {
+        for policy in [
+            RestartPolicy::Always,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Never,
+        ] {
+            assert_eq!(policy.to_string().parse::<RestartPolicy>(), Ok(policy));
+        }
+        assert_eq!(RestartPolicy::OnFailure.to_string(), "on-failure");
     }
 }

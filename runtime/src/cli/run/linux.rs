@@ -3,21 +3,17 @@
 //! `skiff container-monitor` with `-d`.
 
 use super::RunCommand;
-use crate::linux::container::{self, ContainerRecord, Containers, Status};
-use crate::linux::monitor::{self, MonitorError, Output, RunPlan};
+use crate::linux::container::Containers;
+use crate::linux::launch::{self, Launch, LaunchError};
+use crate::linux::monitor::{self, MonitorError, Output};
 use crate::linux::net::{NetworkMode, PortMapping};
-use crate::linux::process::{InitConfig, ProcessError};
-use crate::linux::rootfs::Overlay;
-use crate::linux::snapshot::Snapshots;
-use crate::linux::spec::{self, RunOptions, Volume};
+use crate::linux::process::ProcessError;
+use crate::linux::spec::{RunOptions, Volume};
 use crate::linux::unpack::UnpackLimits;
 use crate::oci::images::ImageRecord;
-use crate::oci::local::LocalImages;
 use crate::units::ByteSize;
 use anyhow::Context;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 /// Exit code when the container's command cannot be found or run, as Docker uses it.
 const EXIT_CANNOT_EXEC: i32 = 127;
@@ -110,83 +106,40 @@ impl LinuxFlags {
 }
 
 pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::Result<i32> {
-    if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
-            "{} is a Linux image, and running Linux containers needs root (skiff has no \
-             rootless mode yet); run skiff as root",
-            image.name
-        );
-    }
     let flags = &command.linux;
-    flags.net.check_ports(&flags.publish)?;
-    let images = LocalImages::open(data_dir)?;
-    let prepared = Snapshots::open(data_dir)?
-        .prepare(
-            &images,
-            &image,
-            &UnpackLimits {
-                max_expanded_bytes: flags.max_layer_size.0,
-            },
-        )
-        .with_context(|| format!("cannot prepare {}", image.name))?;
-
-    let id = container::new_id();
-    let short = container::short_id(&id).to_string();
-    let options = run_options(&command)?;
-    let containers = Containers::open(data_dir);
-    let dir = containers.dir(&id);
-    let spec = spec::build(
-        &image.name,
-        &prepared.config,
-        &options,
-        dir.join("rootfs"),
-        &short,
-    )?;
-    let record = ContainerRecord {
-        id: id.clone(),
-        name: flags
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("skiff-{}", &id[..8])),
-        image: image.name.clone(),
-        command: spec::process_args(&image.name, &prepared.config, &options)?,
-        created: container::now(),
-        status: Status::Created,
-        pid: None,
-        pid_start: None,
-        monitor_pid: None,
-        exit_code: None,
-        oom_killed: false,
-        finished: None,
-        ports: flags.publish.iter().map(|p| p.to_string()).collect(),
-        address: None,
+    let launch = Launch {
+        image,
+        name: flags.name.clone(),
+        options: run_options(&command)?,
+        user: flags.user.clone(),
+        network: flags.net,
+        publish: flags.publish.clone(),
         auto_remove: flags.rm,
-    };
-    containers.create(&record)?;
-    let plan = RunPlan {
-        init: InitConfig {
-            spec,
-            overlay: Some(overlay(&dir, prepared.lowers)?),
-            user: spec::user(&prepared.config, flags.user.as_deref()),
-            reaper: true,
-            exec_fifo: None,
+        limits: UnpackLimits {
+            max_expanded_bytes: flags.max_layer_size.0,
         },
-        network: flags.net.to_string(),
-        ports: record.ports.clone(),
-        cgroup: format!("skiff/{id}"),
+        owner: None,
     };
-    let plan_path = dir.join("run.json");
-    std::fs::write(&plan_path, serde_json::to_vec(&plan)?)
-        .with_context(|| format!("cannot write {}", plan_path.display()))?;
-
+    let created = launch::create(data_dir, &launch)?;
     if flags.detach {
-        return detach(data_dir, &dir, &id);
+        return match launch::start_detached(data_dir, &created) {
+            Ok(_monitor) => {
+                println!("{}", created.id);
+                Ok(0)
+            }
+            Err(LaunchError::Failed { code, message }) => {
+                eprintln!("skiff: error: {message}");
+                Ok(code)
+            }
+            Err(e) => Err(e.into()),
+        };
     }
     let output = Output {
         mirror: true,
         forward_signals: true,
     };
-    match monitor::run(&containers, data_dir, &id, output, |_| {}) {
+    let containers = Containers::open(data_dir);
+    match monitor::run(&containers, data_dir, &created.id, output, |_| {}) {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("skiff: error: {e}");
@@ -248,60 +201,4 @@ fn run_options(command: &RunCommand) -> anyhow::Result<RunOptions> {
         volumes,
         host_network: flags.net == NetworkMode::Host,
     })
-}
-
-/// The container's own directories: overlay upper and work dirs and the mount point.
-fn overlay(dir: &Path, mut lowers: Vec<PathBuf>) -> anyhow::Result<Overlay> {
-    for sub in ["upper", "work", "rootfs"] {
-        std::fs::create_dir(dir.join(sub))
-            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
-    }
-    if lowers.is_empty() {
-        // overlayfs needs a lower dir; an image without layers gets an empty one.
-        let empty = dir.join("empty");
-        std::fs::create_dir(&empty)?;
-        lowers.push(empty);
-    }
-    Ok(Overlay {
-        lowers,
-        upper: dir.join("upper"),
-        work: dir.join("work"),
-    })
-}
-
-/// Starts a detached monitor and waits for it to say the container is running.
-fn detach(data_dir: &Path, dir: &Path, id: &str) -> anyhow::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::File::create(dir.join("monitor.log"))?;
-    let mut monitor = std::process::Command::new("/proc/self/exe")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("container-monitor")
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        // Its own process group: the terminal's Ctrl-C is not for it.
-        .process_group(0)
-        .spawn()
-        .context("cannot start the container's monitor")?;
-    let stdout = monitor.stdout.take().expect("piped");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    match line.trim_end().split_once(' ') {
-        Some(("started", _)) => {
-            println!("{id}");
-            Ok(0)
-        }
-        Some(("failed", rest)) => {
-            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
-            eprintln!("skiff: error: {message}");
-            Ok(code.parse().unwrap_or(125))
-        }
-        _ => {
-            let _ = monitor.wait();
-            let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
-            anyhow::bail!("the container's monitor stopped before starting it: {log}")
-        }
-    }
 }

@@ -58,6 +58,16 @@ fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+/// CPU time used so far, in microseconds, from a v1 `cpuacct` directory.
+pub fn usage_v1(dir: &Path) -> Result<u64> {
+    Ok(super::read_u64(dir, "cpuacct.usage")? / 1000)
+}
+
+/// CPU time used so far, in microseconds, from a v2 cgroup.
+pub fn usage_v2(dir: &Path) -> Result<u64> {
+    super::read_keyed(dir, "cpu.stat", "usage_usec")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,6 +178,11 @@ fn v1_stats_read_usage_oom_kills_and_pids() {
     )
     .unwrap();
     fs::write(tmp.path().join("pids/skiff/c1/pids.current"), "3\n").unwrap();
+    fs::write(
+        tmp.path().join("cpuacct/skiff/c1/cpuacct.usage"),
+        "2500000\n",
+    )
+    .unwrap();
     let stats = CgroupRoot::V1(Mounts::under(tmp.path()))
         .open(&path)
         .stats()
@@ -187,7 +192,8 @@ fn v1_stats_read_usage_oom_kills_and_pids() {
         CgroupStats {
             oom_kills: 2,
             memory_bytes: 1 << 20,
-            pids: 3
+            pids: 3,
+            cpu_usec: 2500,
         }
     );
 }
@@ -336,6 +342,7 @@ fn v2_stats_read_current_events_and_pids() {
     )
     .unwrap();
     fs::write(leaf.join("pids.current"), "5\n").unwrap();
+    fs::write(leaf.join("cpu.stat"), "usage_usec 1234\nuser_usec 1000\n").unwrap();
     let stats = CgroupRoot::V2(tmp.path().into())
         .open(&path)
         .stats()
@@ -345,7 +352,8 @@ fn v2_stats_read_current_events_and_pids() {
         CgroupStats {
             oom_kills: 1,
             memory_bytes: 4096,
-            pids: 5
+            pids: 5,
+            cpu_usec: 1234,
         }
     );
 }

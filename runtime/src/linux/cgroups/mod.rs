@@ -155,6 +155,9 @@ pub struct CgroupStats {
     pub memory_bytes: u64,
     /// Tasks now in the cgroup (`pids.current`).
     pub pids: u64,
+    /// CPU time used so far, in microseconds (v1 `cpuacct.usage` / 1000, v2 `cpu.stat`
+    /// `usage_usec`).
+    pub cpu_usec: u64,
 }
 
 /// A cgroup's place below the hierarchy root, e.g. `skiff/<container-id>`, or an OCI

@@ -214,10 +214,15 @@ impl CgroupManager for V1Manager {
             Some(dir) => pids::current(dir)?,
             None => 0,
         };
+        let cpu_usec = match self.find(Controller::CpuAcct) {
+            Some(dir) => cpu::usage_v1(dir)?,
+            None => 0,
+        };
         Ok(CgroupStats {
             oom_kills,
             memory_bytes,
             pids,
+            cpu_usec,
         })
     }
 

@@ -124,6 +124,7 @@ impl CgroupManager for V2Manager {
             oom_kills,
             memory_bytes,
             pids: pids::current(&self.dir)?,
+            cpu_usec: cpu::usage_v2(&self.dir)?,
         })
     }
 

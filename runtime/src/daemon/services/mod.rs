@@ -1,0 +1,519 @@
+//! Services and jobs run by the daemon, as Linux containers.
+//!
+//! [`Workloads`] keeps one tokio task per service ([`supervisor`]) and per unfinished job
+//! ([`jobs`]), each started with the workload's generation. A redeploy retires the tasks of
+//! changed or removed workloads (stopping their containers) and starts new ones; unchanged
+//! ones keep running. Containers carry their owner (app, workload, generation, replica) in
+//! their record, so a daemon restarted after `kill -9` adopts those still running instead of
+//! starting more, and removes the rest. Routed services are reached through [`proxy`].
+
+pub mod health;
+pub mod instance;
+pub mod jobs;
+pub mod proxy;
+pub mod status;
+pub mod supervisor;
+
+use crate::app::{AppSpec, ServiceScale, ServiceSpec, Source};
+use crate::linux::container::ContainerRecord;
+use crate::oci::image::ImageKind;
+use crate::oci::images::ImageRecord;
+use crate::oci::local::{ImagesError, LocalImages};
+use crate::state::{self, AppRecord, Store, WorkloadKind};
+use crate::wasm::engine::WasmEngine;
+use crate::wasm::{Program, WasmError, WasmKind};
+use proxy::ServiceTarget;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A service or job the daemon cannot run; nothing is stored when a deploy hits one.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error(
+        "{kind} {workload}: image {image} is not in the local store; get it with `skiff pull \
+         {image}` (or `skiff load -i FILE`), then deploy again"
+    )]
+    ImageMissing {
+        kind: &'static str,
+        workload: String,
+        image: String,
+    },
+    #[error("cannot open the local image store: {error}")]
+    Store { error: Box<ImagesError> },
+    #[error("{kind} {workload}: image {image}: {error}")]
+    Images {
+        kind: &'static str,
+        workload: String,
+        image: String,
+        error: Box<ImagesError>,
+    },
+    #[error(
+        "service {workload}: {image} is a Wasm image, and Wasm services are not run yet; use a \
+         Linux image, or serve it as a [function]"
+    )]
+    WasmNotRun { workload: String, image: String },
+    #[error("job {workload}: {error}")]
+    Wasm {
+        workload: String,
+        error: Box<WasmError>,
+    },
+}
+
+/// What the supervisors and job runners share.
+pub struct Context {
+    pub data_dir: PathBuf,
+    pub store: Arc<Store>,
+    /// Runs Wasm jobs.
+    pub engine: Arc<WasmEngine>,
+}
+
+impl Context {
+    /// Appends an event about a workload; losing one is logged, never fails the caller.
+    pub fn event(
+        &self,
+        app: &str,
+        workload: &str,
+        instance: Option<&str>,
+        kind: &str,
+        message: String,
+    ) {
+        tracing::info!(app, workload, instance, kind, message, "workload event");
+        let event = state::NewEvent {
+            app: Some(app.to_string()),
+            workload: Some(workload.to_string()),
+            instance: instance.map(str::to_string),
+            kind: kind.to_string(),
+            message,
+        };
+        if let Err(error) = self.store.append_event(&event) {
+            tracing::warn!(%error, app, workload, "event not recorded");
+        }
+    }
+}
+
+/// The port the gateway forwards a service's route to: `route_port`, else its first port.
+pub fn service_port(spec: &ServiceSpec) -> Option<u16> {
+    spec.route_port.or_else(|| spec.ports.first().copied())
+}
+
+/// What an app's services and jobs run, by workload name.
+#[derive(Clone, Default)]
+pub struct Resolved {
+    /// Each service's Linux image.
+    pub services: BTreeMap<String, ImageRecord>,
+    pub jobs: BTreeMap<String, JobCode>,
+}
+
+/// What a job runs: a Linux image in a container, or a Wasm command in this process.
+#[derive(Clone)]
+pub enum JobCode {
+    Linux(ImageRecord),
+    Wasm(Program),
+}
+
+/// The image `name` from the local store; a clear error naming how to get it when missing.
+fn find(
+    store: &LocalImages,
+    kind: &'static str,
+    workload: &str,
+    image: &str,
+) -> Result<ImageRecord, WorkloadError> {
+    store.get(image).map_err(|error| match error {
+        ImagesError::Unknown { .. } => WorkloadError::ImageMissing {
+            kind,
+            workload: workload.to_string(),
+            image: image.to_string(),
+        },
+        error => WorkloadError::Images {
+            kind,
+            workload: workload.to_string(),
+            image: image.to_string(),
+            error: Box::new(error),
+        },
+    })
+}
+
+/// A routed service, for the gateway's table.
+pub struct ServiceRoute {
+    pub name: String,
+    pub prefix: String,
+    pub target: Arc<ServiceTarget>,
+}
+
+/// One running task: a service's supervisor or a job's runner.
+struct Task {
+    generation: u64,
+    progress: status::Shared,
+    target: Option<Arc<ServiceTarget>>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The daemon's running services and jobs, by (app, workload).
+pub struct Workloads {
+    cx: Arc<Context>,
+    tasks: Mutex<BTreeMap<(String, String), Task>>,
+}
+
+impl Workloads {
+    pub fn new(data_dir: PathBuf, store: Arc<Store>, engine: Arc<WasmEngine>) -> Self {
+        Workloads {
+            cx: Arc::new(Context {
+                data_dir,
+                store,
+                engine,
+            }),
+            tasks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Finds the image of every service and job in the local store and compiles Wasm jobs:
+    /// a missing image, a Wasm service or a Wasm job that does not compile is refused before
+    /// anything is stored or started. Blocking.
+    pub fn resolve(&self, spec: &AppSpec) -> Result<Resolved, WorkloadError> {
+        let mut resolved = Resolved::default();
+        if spec.services.is_empty() && spec.jobs.is_empty() {
+            return Ok(resolved);
+        }
+        let workload = |name: &str| format!("{}/{name}", spec.name);
+        let store = LocalImages::open(&self.cx.data_dir).map_err(|error| WorkloadError::Store {
+            error: Box::new(error),
+        })?;
+        for (name, service) in &spec.services {
+            let record = find(&store, "service", &workload(name), &service.image)?;
+            if record.kind == ImageKind::Wasm {
+                return Err(WorkloadError::WasmNotRun {
+                    workload: workload(name),
+                    image: service.image.clone(),
+                });
+            }
+            resolved.services.insert(name.clone(), record);
+        }
+        for (name, job) in &spec.jobs {
+            let wasm_error = |error| WorkloadError::Wasm {
+                workload: workload(name),
+                error: Box::new(error),
+            };
+            let code = match job.source() {
+                Some(Source::Image(image)) => {
+                    let record = find(&store, "job", &workload(name), image)?;
+                    match record.kind {
+                        ImageKind::Linux => JobCode::Linux(record),
+                        ImageKind::Wasm => {
+                            let images_error = |error| WorkloadError::Images {
+                                kind: "job",
+                                workload: workload(name),
+                                image: image.to_string(),
+                                error: Box::new(error),
+                            };
+                            let bytes = store.wasm_bytes(&record).map_err(images_error)?;
+                            let kind = WasmKind::detect(&bytes).ok_or_else(|| {
+                                wasm_error(WasmError::Invalid {
+                                    name: record.name.clone(),
+                                    reason: "its Wasm layer does not start with `\\0asm`".into(),
+                                })
+                            })?;
+                            let program = self.cx.engine.load_bytes(record.name, kind, &bytes);
+                            JobCode::Wasm(program.map_err(wasm_error)?)
+                        }
+                    }
+                }
+                Some(Source::File(path)) => {
+                    JobCode::Wasm(self.cx.engine.load_file(path).map_err(wasm_error)?)
+                }
+                // Validation refuses a job with neither; nothing to run.
+                None => continue,
+            };
+            resolved.jobs.insert(name.clone(), code);
+        }
+        Ok(resolved)
+    }
+
+    /// Stops the app's tasks whose workload is gone from `spec` or changed generation (all of
+    /// them when `spec` is `None`); await the handles for their containers to be gone.
+    pub fn retire(&self, app: &str, record: Option<&AppRecord>) -> Vec<JoinHandle<()>> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<(String, String)> = tasks
+            .iter()
+            .filter(|((a, name), task)| {
+                a == app && generation(record, name) != Some(task.generation)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| tasks.remove(&key))
+            .map(|task| {
+                let _ = task.stop.send(true);
+                task.handle
+            })
+            .collect()
+    }
+
+    /// Starts a task for each of the app's services and unfinished jobs that has none,
+    /// adopting running containers of the same workload and generation from `owned` (their
+    /// ids go to `claimed`). Returns the routes of its routed services.
+    pub fn start(
+        &self,
+        spec: &AppSpec,
+        record: &AppRecord,
+        resolved: &Resolved,
+        owned: &[ContainerRecord],
+        claimed: &mut Vec<String>,
+    ) -> Vec<ServiceRoute> {
+        let app = &spec.name;
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = Vec::new();
+        let mut adoptable = |name: &str, generation: u64| -> Vec<ContainerRecord> {
+            let mine: Vec<ContainerRecord> = owned
+                .iter()
+                .filter(|c| {
+                    c.owner.as_ref().is_some_and(|o| {
+                        &o.app == app && o.workload == name && o.generation == generation
+                    }) && instance::is_running(c)
+                })
+                .cloned()
+                .collect();
+            claimed.extend(mine.iter().map(|c| c.id.clone()));
+            mine
+        };
+        for (name, service) in &spec.services {
+            let (Some(generation), Some(image)) =
+                (generation(Some(record), name), resolved.services.get(name))
+            else {
+                continue;
+            };
+            let key = (app.clone(), name.clone());
+            if !tasks.contains_key(&key) {
+                let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
+                let progress = status::Shared::default();
+                let run = supervisor::ServiceRun {
+                    progress: Arc::clone(&progress),
+                    app: app.clone(),
+                    name: name.clone(),
+                    generation,
+                    spec: service.clone(),
+                    replicas: replicas(record, name, service),
+                    image: image.clone(),
+                    target: Arc::clone(&target),
+                    adopt: adoptable(name, generation),
+                };
+                let (stop, stopped) = watch::channel(false);
+                let handle =
+                    tokio::spawn(supervisor::supervise(Arc::clone(&self.cx), run, stopped));
+                tasks.insert(
+                    key.clone(),
+                    Task {
+                        generation,
+                        progress,
+                        target: Some(target),
+                        stop,
+                        handle,
+                    },
+                );
+            }
+            if let (Some(prefix), Some(target)) = (&service.route, &tasks[&key].target) {
+                routes.push(ServiceRoute {
+                    name: name.clone(),
+                    prefix: prefix.clone(),
+                    target: Arc::clone(target),
+                });
+            }
+        }
+        for (name, job) in &spec.jobs {
+            let (Some(generation), Some(code)) =
+                (generation(Some(record), name), resolved.jobs.get(name))
+            else {
+                continue;
+            };
+            let key = (app.clone(), name.clone());
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            if let Some(outcome) = jobs::finished(&self.cx, app, name, generation) {
+                tracing::info!(
+                    "job {app}/{name} generation {generation} already finished ({outcome})"
+                );
+                continue;
+            }
+            let progress = status::Shared::default();
+            let run = jobs::JobRun {
+                progress: Arc::clone(&progress),
+                app: app.clone(),
+                name: name.clone(),
+                generation,
+                spec: job.clone(),
+                code: code.clone(),
+                adopt: adoptable(name, generation).into_iter().next(),
+            };
+            let (stop, stopped) = watch::channel(false);
+            let handle = tokio::spawn(jobs::run_job(Arc::clone(&self.cx), run, stopped));
+            tasks.insert(
+                key,
+                Task {
+                    generation,
+                    progress,
+                    target: None,
+                    stop,
+                    handle,
+                },
+            );
+        }
+        routes
+    }
+
+    /// Forgets the app's instance rows (its tasks are retired first).
+    pub fn forget(&self, app: &str) {
+        if let Ok(rows) = self.cx.store.list_instances(Some(app), None) {
+            for row in rows {
+                let _ = self.cx.store.remove_instance(&row.id);
+            }
+        }
+    }
+
+    /// Every stored service and job with what its task reports, CPU and memory included.
+    /// Blocking: reads the containers' cgroups.
+    pub fn status(&self, apps: &[AppRecord]) -> Vec<status::WorkloadStatus> {
+        let mut listed = Vec::new();
+        {
+            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            for app in apps {
+                for workload in &app.workloads {
+                    let kind = match workload.kind {
+                        WorkloadKind::Service => "service",
+                        WorkloadKind::Job => "job",
+                        WorkloadKind::Function => continue,
+                    };
+                    let key = (app.name.clone(), workload.name.clone());
+                    let progress = match tasks.get(&key) {
+                        Some(task) => status::get(&task.progress),
+                        None => self.idle_progress(&app.name, &workload.name, workload.generation),
+                    };
+                    listed.push((app.name.clone(), workload.name.clone(), kind, progress));
+                }
+            }
+        }
+        listed
+            .into_iter()
+            .map(|(app, workload, kind, progress)| {
+                let (cpu_usec, memory_bytes) = status::measure(&progress.instances);
+                let ready = progress
+                    .instances
+                    .iter()
+                    .filter(|i| i.health == "healthy")
+                    .count() as u32;
+                status::WorkloadStatus {
+                    app,
+                    workload,
+                    kind,
+                    runtime: "linux",
+                    state: progress.state,
+                    ready,
+                    desired: progress.desired,
+                    cpu_usec,
+                    memory_bytes,
+                    instances: progress.instances,
+                    pending: progress.pending,
+                }
+            })
+            .collect()
+    }
+
+    /// A workload without a task: a finished job, or one this daemon could not run.
+    fn idle_progress(&self, app: &str, workload: &str, generation: u64) -> status::Progress {
+        match jobs::finished(&self.cx, app, workload, generation) {
+            Some(outcome) => jobs::finished_progress(&outcome),
+            None => status::Progress {
+                state: "not running".into(),
+                pending: vec!["not run by this daemon; see its log".into()],
+                ..status::Progress::default()
+            },
+        }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.cx.data_dir
+    }
+}
+
+/// Instances a service keeps: `skiff scale`'s override, else `replicas`, else `min`.
+fn replicas(record: &AppRecord, name: &str, spec: &ServiceSpec) -> u32 {
+    let scaled = record
+        .workloads
+        .iter()
+        .find(|w| w.name == name)
+        .and_then(|w| w.scale);
+    scaled.unwrap_or(match spec.scale() {
+        Some(ServiceScale::Fixed(n)) => n,
+        Some(ServiceScale::Auto { min, .. }) => min,
+        None => 1,
+    })
+}
+
+/// The stored generation of a service or job, `None` when the app does not have it.
+fn generation(record: Option<&AppRecord>, name: &str) -> Option<u64> {
+    record?
+        .workloads
+        .iter()
+        .find(|w| w.name == name && matches!(w.kind, WorkloadKind::Service | WorkloadKind::Job))
+        .map(|w| w.generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StoredWorkload;
+    use std::time::SystemTime;
+
+    fn app(workloads: Vec<StoredWorkload>) -> AppRecord {
+        AppRecord {
+            name: "shop".into(),
+            generation: 4,
+            spec: serde_json::Value::Null,
+            created: SystemTime::now(),
+            updated: SystemTime::now(),
+            workloads,
+        }
+    }
+
+    fn workload(name: &str, kind: WorkloadKind, scale: Option<u32>) -> StoredWorkload {
+        StoredWorkload {
+            name: name.into(),
+            kind,
+            generation: 2,
+            spec: serde_json::Value::Null,
+            scale,
+        }
+    }
+
+    fn service(toml: &str) -> ServiceSpec {
+        toml::from_str(&format!("image = \"x\"\n{toml}")).unwrap()
+    }
+
+    #[test]
+    fn replicas_come_from_scale_then_replicas_then_min() {
+        let record = app(vec![
+            workload("web", WorkloadKind::Service, None),
+            workload("scaled", WorkloadKind::Service, Some(5)),
+        ]);
+        assert_eq!(replicas(&record, "web", &service("")), 1);
+        assert_eq!(replicas(&record, "web", &service("replicas = 3")), 3);
+        assert_eq!(replicas(&record, "web", &service("min = 2\nmax = 4")), 2);
+        assert_eq!(replicas(&record, "scaled", &service("replicas = 3")), 5);
+    }
+
+    #[test]
+    fn generations_are_those_of_services_and_jobs_only() {
+        let record = app(vec![
+            workload("api", WorkloadKind::Function, None),
+            workload("web", WorkloadKind::Service, None),
+            workload("migrate", WorkloadKind::Job, None),
+        ]);
+        assert_eq!(generation(Some(&record), "web"), Some(2));
+        assert_eq!(generation(Some(&record), "migrate"), Some(2));
+        assert_eq!(generation(Some(&record), "api"), None);
+        assert_eq!(generation(None, "web"), None);
+    }
+}

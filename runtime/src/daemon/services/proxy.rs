@@ -1,0 +1,200 @@
+//! The gateway's side of a routed service: the healthy instances' addresses, kept by the
+//! supervisor, and forwarding one request to one of them, round robin.
+//!
+//! A request keeps its method, path, query, headers and streaming body; the proxy adds
+//! `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto` and drops hop-by-hop
+//! headers. No healthy instance is a 503 with Retry-After; an upstream that fails is a 502.
+
+use crate::instance::{Body, BoxError, ClientAddr, text_response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How long connecting to an instance may take before the request gets a 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A routed service as the gateway sees it.
+#[derive(Debug)]
+pub struct ServiceTarget {
+    /// `app/service`, for messages.
+    pub name: String,
+    healthy: RwLock<Vec<SocketAddr>>,
+    next: AtomicUsize,
+}
+
+impl ServiceTarget {
+    pub fn new(name: String) -> Self {
+        ServiceTarget {
+            name,
+            healthy: RwLock::new(Vec::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Replaces the addresses requests may go to.
+    pub fn set_healthy(&self, addresses: Vec<SocketAddr>) {
+        *self.healthy.write().unwrap_or_else(|e| e.into_inner()) = addresses;
+    }
+
+    pub fn healthy(&self) -> Vec<SocketAddr> {
+        self.healthy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The next healthy address, round robin.
+    fn pick(&self) -> Option<SocketAddr> {
+        let healthy = self.healthy.read().unwrap_or_else(|e| e.into_inner());
+        if healthy.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(healthy[n % healthy.len()])
+    }
+
+    /// Forwards `request` to a healthy instance.
+    pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+        let Some(upstream) = self.pick() else {
+            let mut response = text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "service {} has no healthy instance; retry shortly, or see `skiff ps` for why\n",
+                    self.name
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        match forward(request, upstream).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(service = self.name, %upstream, %error, "upstream failed");
+                text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("service {} failed to answer: {error}\n", self.name),
+                )
+            }
+        }
+    }
+}
+
+/// Headers that describe one connection, not the request: never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+async fn forward(
+    request: http::Request<Body>,
+    upstream: SocketAddr,
+) -> Result<http::Response<Body>, BoxError> {
+    let (mut parts, body) = request.into_parts();
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if let Some(client) = client {
+        let forwarded_for = match parts.headers.get("x-forwarded-for") {
+            Some(earlier) => format!("{}, {client}", earlier.to_str().unwrap_or_default()),
+            None => client.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            parts.headers.insert("x-forwarded-for", value);
+        }
+    }
+    if let Some(host) = host {
+        parts.headers.insert("x-forwarded-host", host.clone());
+        parts.headers.insert(header::HOST, host);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // HTTP/1.1 to the instance, origin-form URI, whatever the client spoke.
+    parts.version = http::Version::HTTP_11;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = path.parse()?;
+
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(upstream))
+        .await
+        .map_err(|_| format!("connecting to {upstream} timed out"))??;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    let response = sender
+        .send_request(http::Request::from_parts(parts, body))
+        .await?;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(http::Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Headers a `Connection` header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_over_the_healthy_and_none_without() {
+        let target = ServiceTarget::new("a/web".into());
+        assert_eq!(target.pick(), None);
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        target.set_healthy(vec![a, b]);
+        let picks: Vec<_> = (0..4).map(|_| target.pick().unwrap()).collect();
+        assert_eq!(picks, [a, b, a, b]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,78 @@
+//! What each service and job is doing, for `skiff ps` (`GET /v1/workloads`): the tasks
+//! publish their [`Progress`] as they go; [`measure`] adds CPU and memory from the
+//! containers' cgroups.
+
+use crate::linux::cgroups::{CgroupPath, CgroupRoot};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+
+/// A task's view of its workload, replaced whole as it changes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// `running`, `starting`, `degraded`, `stopped`, `succeeded`, `failed: ...`, ...
+    pub state: String,
+    /// Instances wanted: the service's replicas, 1 for a running job, 0 for a finished one.
+    pub desired: u32,
+    pub instances: Vec<InstanceProgress>,
+    /// Why wanted instances do not run, one line each.
+    pub pending: Vec<String>,
+}
+
+/// One running container.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceProgress {
+    pub container: String,
+    /// `starting`, `healthy` or `unhealthy`; only healthy ones are routed.
+    pub health: &'static str,
+    pub address: Option<String>,
+}
+
+/// Shared between a task (writer) and the API (reader).
+pub type Shared = Arc<Mutex<Progress>>;
+
+pub fn set(shared: &Shared, progress: Progress) {
+    *shared.lock().unwrap_or_else(|e| e.into_inner()) = progress;
+}
+
+pub fn get(shared: &Shared) -> Progress {
+    shared.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// One workload as `GET /v1/workloads` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadStatus {
+    pub app: String,
+    pub workload: String,
+    /// `service` or `job`.
+    pub kind: &'static str,
+    /// The executor: always `linux` for now.
+    pub runtime: &'static str,
+    pub state: String,
+    /// Healthy instances (services) or running ones (jobs).
+    pub ready: u32,
+    pub desired: u32,
+    /// CPU time its running containers used, in microseconds.
+    pub cpu_usec: u64,
+    /// Memory its running containers hold now, in bytes.
+    pub memory_bytes: u64,
+    pub instances: Vec<InstanceProgress>,
+    pub pending: Vec<String>,
+}
+
+/// CPU time and memory of the containers, summed; a container without stats counts 0.
+pub fn measure(containers: &[InstanceProgress]) -> (u64, u64) {
+    let Ok(root) = CgroupRoot::detect() else {
+        return (0, 0);
+    };
+    let mut totals = (0, 0);
+    for instance in containers {
+        let Ok(path) = CgroupPath::new(&format!("skiff/{}", instance.container)) else {
+            continue;
+        };
+        if let Ok(stats) = root.open(&path).stats() {
+            totals.0 += stats.cpu_usec;
+            totals.1 += stats.memory_bytes;
+        }
+    }
+    totals
+}

@@ -1,0 +1,396 @@
+//! One service's supervisor: a tokio task that keeps `replicas` containers running, restarts
+//! those that exit per the restart policy with exponential back-off, health-checks them, and
+//! tells the gateway which ones are healthy.
+//!
+//! Exits are found by polling each container's record and monitor every [`TICK`]; the
+//! container's monitor is what records the exit code. Every change is an event and a row in
+//! the store's instances, so `skiff ps` and a restarted daemon see what this task saw.
+
+use super::health::{self, Health, Tracker};
+use super::instance::{self, STOP_GRACE, Workload};
+use super::proxy::ServiceTarget;
+use super::status::{self, InstanceProgress, Progress};
+use super::{Context, service_port};
+use crate::app::ServiceSpec;
+use crate::linux::container::{ContainerRecord, Containers, Owner};
+use crate::oci::images::ImageRecord;
+use crate::sched::service::{Backoff, RestartCounter};
+use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How often exits are looked for.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What a supervisor runs.
+pub struct ServiceRun {
+    pub app: String,
+    pub name: String,
+    /// The workload's generation; its containers carry it in their owner.
+    pub generation: u64,
+    pub spec: ServiceSpec,
+    /// Instances to keep: `skiff scale`'s override, else `replicas`, else `min`.
+    pub replicas: u32,
+    pub image: ImageRecord,
+    pub target: Arc<ServiceTarget>,
+    pub progress: status::Shared,
+    /// Running containers of this workload and generation to take over, one per replica.
+    pub adopt: Vec<ContainerRecord>,
+}
+
+/// One replica's place: the container running in it, or when to start one.
+struct Slot {
+    replica: u32,
+    running: Option<Running>,
+    counter: RestartCounter,
+    /// When to start a container; `None` when the restart policy says never again.
+    start_at: Option<Instant>,
+    /// Why no container runs here, for `skiff ps`.
+    pending: String,
+}
+
+struct Running {
+    record: ContainerRecord,
+    tracker: Tracker,
+    next_check: Instant,
+}
+
+impl Running {
+    fn new(record: ContainerRecord, spec: &ServiceSpec) -> Self {
+        let mut tracker = Tracker::default();
+        if spec.health.is_none() {
+            // No check: healthy once running.
+            tracker.record(true, 1);
+        }
+        Running {
+            record,
+            tracker,
+            next_check: Instant::now(),
+        }
+    }
+
+    fn address(&self) -> Option<IpAddr> {
+        self.record.address.as_deref()?.parse().ok()
+    }
+}
+
+/// Runs until `stop` turns true, then stops and removes every container it runs.
+pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Receiver<bool>) {
+    let mut slots: Vec<Slot> = (0..run.replicas)
+        .map(|replica| Slot {
+            replica,
+            running: None,
+            counter: RestartCounter::default(),
+            start_at: Some(Instant::now()),
+            pending: format!("replica {replica} starting"),
+        })
+        .collect();
+    let sup = Supervisor { cx, run };
+    for extra in sup.adopt(&mut slots) {
+        // A replica beyond the count, or a second one for the same replica.
+        let (data_dir, id) = (sup.cx.data_dir.clone(), extra.id.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            instance::stop_and_remove(&data_dir, &id, STOP_GRACE)
+        })
+        .await;
+    }
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        for slot in &mut slots {
+            sup.step(slot).await;
+        }
+        sup.publish(&slots);
+    }
+    sup.run.target.set_healthy(Vec::new());
+    status::set(&sup.run.progress, Progress::default());
+    for slot in &mut slots {
+        if let Some(running) = slot.running.take() {
+            sup.remove(&running.record, InstanceState::Exited, "stopped")
+                .await;
+            sup.event(Some(&running.record.id), "stopped", "stopped".into());
+        }
+    }
+}
+
+struct Supervisor {
+    cx: Arc<Context>,
+    run: ServiceRun,
+}
+
+impl Supervisor {
+    /// Takes over the containers a previous daemon started, one per replica; returns those
+    /// left over, to be stopped.
+    fn adopt(&self, slots: &mut [Slot]) -> Vec<ContainerRecord> {
+        let mut extra = Vec::new();
+        for record in &self.run.adopt {
+            let replica = record.owner.as_ref().map_or(u32::MAX, |o| o.replica);
+            let Some(slot) = slots
+                .iter_mut()
+                .find(|s| s.replica == replica && s.running.is_none())
+            else {
+                extra.push(record.clone());
+                continue;
+            };
+            let mut instance = InstanceRecord::new(
+                &record.id,
+                &self.run.app,
+                &self.run.name,
+                InstanceKind::Linux,
+                self.run.generation,
+            );
+            instance.state = InstanceState::Running;
+            if let Err(error) = self.cx.store.insert_instance(&instance) {
+                tracing::debug!(%error, "instance already recorded");
+            }
+            self.update(&record.id, running_update(record).reason("adopted"));
+            self.event(
+                Some(&record.id),
+                "adopted",
+                format!("container {} adopted after a restart", short(&record.id)),
+            );
+            slot.counter.started(Instant::now());
+            slot.running = Some(Running::new(record.clone(), &self.run.spec));
+        }
+        extra
+    }
+
+    /// One look at one replica: reap an exit, run a due health check, start a due container.
+    async fn step(&self, slot: &mut Slot) {
+        if let Some(running) = &slot.running {
+            let id = running.record.id.clone();
+            let exited = {
+                let data_dir = self.cx.data_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    instance::exit_code(&Containers::open(&data_dir), &id)
+                })
+                .await
+                .unwrap_or(None)
+            };
+            if let Some(code) = exited {
+                let running = slot.running.take().expect("checked above");
+                self.exited(slot, &running.record, code).await;
+            }
+        }
+        if let Some(running) = &mut slot.running {
+            self.check_health(running).await;
+        } else if slot.start_at.is_some_and(|at| at <= Instant::now()) {
+            self.start(slot).await;
+        }
+    }
+
+    async fn exited(&self, slot: &mut Slot, record: &ContainerRecord, code: i32) {
+        let reason = format!("exited with code {code}");
+        self.event(Some(&record.id), "exited", reason.clone());
+        self.remove(record, InstanceState::Exited, &reason).await;
+        let wait = slot.counter.exited(
+            Instant::now(),
+            code,
+            self.run.spec.restart,
+            &Backoff::default(),
+        );
+        self.restart_after(slot, wait, &reason);
+    }
+
+    fn restart_after(&self, slot: &mut Slot, wait: Option<Duration>, reason: &str) {
+        slot.start_at = wait.map(|wait| Instant::now() + wait);
+        let (kind, message) = match wait {
+            Some(wait) => (
+                "restarting",
+                format!(
+                    "replica {} restarting in {}s ({reason})",
+                    slot.replica,
+                    wait.as_secs_f64().ceil()
+                ),
+            ),
+            None => (
+                "stopped",
+                format!(
+                    "replica {} not restarted (restart = {}, {reason})",
+                    slot.replica, self.run.spec.restart
+                ),
+            ),
+        };
+        slot.pending = message.clone();
+        self.event(None, kind, message);
+    }
+
+    async fn start(&self, slot: &mut Slot) {
+        let owner = Owner {
+            app: self.run.app.clone(),
+            workload: self.run.name.clone(),
+            generation: self.run.generation,
+            replica: slot.replica,
+        };
+        let (data_dir, image) = (self.cx.data_dir.clone(), self.run.image.clone());
+        let workload = Workload::from(&self.run.spec);
+        let launched = tokio::task::spawn_blocking(move || {
+            instance::launch(&data_dir, &image, &workload, owner)
+        })
+        .await;
+        let record = match launched {
+            Ok(Ok(record)) => record,
+            Ok(Err(error)) => return self.failed_start(slot, error.to_string()),
+            Err(error) => return self.failed_start(slot, error.to_string()),
+        };
+        let instance = InstanceRecord::new(
+            &record.id,
+            &self.run.app,
+            &self.run.name,
+            InstanceKind::Linux,
+            self.run.generation,
+        );
+        if let Err(error) = self.cx.store.insert_instance(&instance) {
+            tracing::warn!(%error, "instance not recorded");
+        }
+        self.update(&record.id, running_update(&record));
+        self.event(
+            Some(&record.id),
+            "started",
+            format!(
+                "replica {} started as container {} at {}",
+                slot.replica,
+                short(&record.id),
+                record.address.as_deref().unwrap_or("no address")
+            ),
+        );
+        slot.counter.started(Instant::now());
+        slot.running = Some(Running::new(record, &self.run.spec));
+    }
+
+    fn failed_start(&self, slot: &mut Slot, error: String) {
+        self.event(None, "failed", format!("cannot start: {error}"));
+        let wait = slot.counter.exited(
+            Instant::now(),
+            1,
+            self.run.spec.restart,
+            &Backoff::default(),
+        );
+        self.restart_after(slot, wait, &format!("cannot start: {error}"));
+    }
+
+    async fn check_health(&self, running: &mut Running) {
+        let Some(spec) = &self.run.spec.health else {
+            return;
+        };
+        if running.next_check > Instant::now() {
+            return;
+        }
+        running.next_check = Instant::now() + spec.interval;
+        let (Some(address), Some(pid)) = (running.address(), running.record.pid) else {
+            return;
+        };
+        let outcome = health::check(spec, health::Target { address, pid }).await;
+        let changed = running.tracker.record(outcome.is_ok(), spec.retries);
+        let id = running.record.id.clone();
+        match (changed, outcome) {
+            (Some(Health::Healthy), _) => {
+                self.update(
+                    &id,
+                    InstanceUpdate::to(InstanceState::Running).reason("healthy"),
+                );
+                self.event(Some(&id), "healthy", "health check passed".into());
+            }
+            (Some(Health::Unhealthy), Err(why)) => {
+                let reason = format!("unhealthy: {why}");
+                self.update(
+                    &id,
+                    InstanceUpdate::to(InstanceState::Running).reason(&reason),
+                );
+                self.event(Some(&id), "unhealthy", reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells the gateway which instances are healthy, and `skiff ps` how things are.
+    fn publish(&self, slots: &[Slot]) {
+        let running = || slots.iter().filter_map(|s| s.running.as_ref());
+        let instances: Vec<InstanceProgress> = running()
+            .map(|r| InstanceProgress {
+                container: r.record.id.clone(),
+                health: match r.tracker.health {
+                    Health::Starting => "starting",
+                    Health::Healthy => "healthy",
+                    Health::Unhealthy => "unhealthy",
+                },
+                address: r.record.address.clone(),
+            })
+            .collect();
+        let healthy = instances.iter().filter(|i| i.health == "healthy").count();
+        let state = match (healthy, slots.len()) {
+            (h, n) if h == n => "running",
+            (0, _) if instances.is_empty() => "pending",
+            (0, _) => "starting",
+            _ => "degraded",
+        };
+        let pending = slots
+            .iter()
+            .filter(|s| s.running.is_none())
+            .map(|s| s.pending.clone())
+            .collect();
+        status::set(
+            &self.run.progress,
+            Progress {
+                state: state.to_string(),
+                desired: slots.len() as u32,
+                instances,
+                pending,
+            },
+        );
+        // After the status: whatever the gateway routes to, `skiff ps` already shows.
+        if let Some(port) = service_port(&self.run.spec) {
+            let healthy = running()
+                .filter(|r| r.tracker.health == Health::Healthy)
+                .filter_map(|r| r.address())
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect();
+            self.run.target.set_healthy(healthy);
+        }
+    }
+
+    /// Stops (if need be) and removes the container, and forgets its instance.
+    async fn remove(&self, record: &ContainerRecord, state: InstanceState, reason: &str) {
+        self.update(&record.id, InstanceUpdate::to(state).reason(reason));
+        let (data_dir, id) = (self.cx.data_dir.clone(), record.id.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            instance::stop_and_remove(&data_dir, &id, STOP_GRACE)
+        })
+        .await;
+        if let Err(error) = self.cx.store.remove_instance(&record.id) {
+            tracing::warn!(%error, "instance not forgotten");
+        }
+    }
+
+    fn update(&self, id: &str, update: InstanceUpdate) {
+        if let Err(error) = self.cx.store.update_instance_state(id, &update) {
+            tracing::warn!(%error, instance = id, "instance state not recorded");
+        }
+    }
+
+    fn event(&self, instance: Option<&str>, kind: &str, message: String) {
+        self.cx
+            .event(&self.run.app, &self.run.name, instance, kind, message);
+    }
+}
+
+fn running_update(record: &ContainerRecord) -> InstanceUpdate {
+    let mut update = InstanceUpdate::to(InstanceState::Running).container_id(&record.id);
+    if let (Some(pid), Some(start)) = (record.pid, record.pid_start) {
+        update = update.process(pid, start);
+    }
+    if let Some(address) = &record.address {
+        update = update.address(address);
+    }
+    update
+}
+
+pub fn short(id: &str) -> &str {
+    crate::linux::container::short_id(id)
+}
