@@ -170,11 +170,6 @@ file = "hello.wasm"
 route = "/hello"
 max = 4
 
-[service.cache]
-image = "busybox"
-max = 3
-min = 1
-
 [job.migrate]
 file = "hello.wasm"
 "#;
@@ -207,16 +202,12 @@ fn scale_stores_the_number_and_refuses_what_does_not_fit() {
         .client(&skiff, &["scale", "shop/hello=3"])
         .expect_code(0)
         .stdout_has("function shop/hello scaled to 3");
-    serving
-        .client(&skiff, &["scale", "shop/cache=2"])
-        .expect_code(0)
-        .stdout_has("service shop/cache scaled to 2");
-    let scaled = serde_json::json!({ "cache": 2, "hello": 3, "migrate": null });
+    // Services are scaled in `services::`, where their containers can run.
+    let scaled = serde_json::json!({ "hello": 3, "migrate": null });
     assert_eq!(scales(&serving), scaled);
 
     for (target, message) in [
         ("shop/hello=5", "cannot be scaled to 5: its max is 4"),
-        ("shop/cache=4", "its max is 3"),
         (
             "shop/migrate=1",
             "is a job; jobs run to completion and are not scaled",
@@ -251,15 +242,15 @@ fn scale_stores_the_number_and_refuses_what_does_not_fit() {
         .lines()
         .filter(|l| l.contains(" scaled "))
         .collect();
-    assert_eq!(scaled.len(), 3, "{}", events.stdout);
+    assert_eq!(scaled.len(), 2, "{}", events.stdout);
     assert!(scaled[0].contains("shop/hello  scaled  function warm minimum set to 3"));
-    assert!(scaled[1].contains("shop/cache  scaled  service replicas set to 2"));
+    assert!(scaled[1].contains("shop/hello  scaled  function warm minimum set to 1"));
 
     // A re-deploy of the same manifest keeps the scale.
     serving
         .client(&skiff, &["deploy", "-f", &file])
         .expect_code(0);
-    assert_eq!(scales(&serving)["cache"], 2);
+    assert_eq!(scales(&serving)["hello"], 1);
 }
 
 #[test]
