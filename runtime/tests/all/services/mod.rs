@@ -8,6 +8,7 @@
 //! is removed when a test ends, pass or fail (the [`Linux`] guard), and the namespace with it.
 
 mod jobs;
+mod sample;
 mod serving;
 
 use crate::linux::{IMAGE, Linux, Netns, linux};
