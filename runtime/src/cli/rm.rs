@@ -1,4 +1,5 @@
-//! `skiff rm [-f] NAME...`: remove stopped containers (with `-f`, stop them first).
+//! `skiff rm [-f] NAME...`: remove stopped containers (with `-f`, stop them first). An
+//! instance of a daemon's workload is removed only with `-f`.
 
 use crate::linux::container::{Containers, Status};
 use std::path::Path;
@@ -21,6 +22,10 @@ impl RmCommand {
         let mut failed = false;
         for name in &self.names {
             let result = containers.find(name).map_err(anyhow::Error::from).and_then(|record| {
+                // `-f` may remove an instance (a daemon that still runs replaces it).
+                if !self.force {
+                    record.check_unmanaged(name)?;
+                }
                 if record.status != Status::Exited {
                     if !self.force {
                         anyhow::bail!(

@@ -33,7 +33,10 @@ impl StopCommand {
         let containers = Containers::open(data_dir);
         let mut failed = false;
         for name in &self.names {
-            match containers.find(name) {
+            match containers
+                .find(name)
+                .and_then(|record| record.check_unmanaged(name).map(|()| record))
+            {
                 Ok(record) => {
                     stop(&containers, &record, self.time)?;
                     println!("{name}");

@@ -23,6 +23,15 @@ pub enum ContainerError {
     BadName { name: String },
     #[error("{name} matches more than one container ({ids}); give more of the id")]
     Ambiguous { name: String, ids: String },
+    #[error(
+        "container {name} is an instance of {app}/{workload}, which skiff serve keeps running; \
+         change it with `skiff scale {app}/{workload}=N`, or remove the app with `skiff apps rm {app}`"
+    )]
+    Managed {
+        name: String,
+        app: String,
+        workload: String,
+    },
     #[error("container state {path}: {error}")]
     Io {
         path: PathBuf,
@@ -81,6 +90,21 @@ pub struct Owner {
     pub generation: u64,
     /// Which of the workload's instances it is: 0 to replicas - 1.
     pub replica: u32,
+}
+
+impl ContainerRecord {
+    /// Refuses a change by hand to a container a daemon's workload owns: its supervisor would
+    /// undo it (a stopped instance is restarted), so the right verb is the workload's.
+    pub fn check_unmanaged(&self, name: &str) -> Result<()> {
+        match &self.owner {
+            Some(owner) => Err(ContainerError::Managed {
+                name: name.to_string(),
+                app: owner.app.clone(),
+                workload: owner.workload.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The containers of one data dir.

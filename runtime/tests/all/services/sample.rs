@@ -40,7 +40,21 @@ fn the_mixed_sample_app_serves_its_functions_and_its_service() {
         assert!(Instant::now() < deadline, "web never 2/2:\n{}", ps.stdout);
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(owned(linux).len(), 2, "{:?}", owned(linux));
+    let instances = owned(linux);
+    assert_eq!(instances.len(), 2, "{instances:?}");
+
+    // An instance is the workload's: `stop` and plain `rm` by hand say what to use instead,
+    // and change nothing.
+    let (id, _) = &instances[0];
+    for verb in [&["stop", id.as_str()][..], &["rm", id.as_str()]] {
+        client(linux, verb)
+            .expect_code(1)
+            .stderr_has("is an instance of mixed/web")
+            .stderr_has("skiff scale mixed/web=N")
+            .stderr_has("skiff apps rm mixed");
+    }
+    assert_eq!(owned(linux), instances, "nothing changed");
+    wait_served(netns, &serve, "/index.html");
 
     client(linux, &["apps", "rm", "mixed"]).expect_code(0);
     assert!(owned(linux).is_empty(), "{:?}", owned(linux));
