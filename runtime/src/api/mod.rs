@@ -171,6 +171,7 @@ async fn get_app(
         .iter()
         .map(|w| json!({ "name": w.name, "kind": w.kind, "generation": w.generation }))
         .collect();
+    answer["functions"] = json!(daemon.function_status(&name));
     Ok(Json(answer))
 }
 

@@ -4,6 +4,8 @@
 use super::client::SocketOption;
 use crate::daemon::{Daemon, DaemonConfig};
 use crate::gateway::{self, GatewayConfig};
+use crate::sched::capacity::Reserve;
+use crate::units::ByteSize;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,6 +24,34 @@ pub struct ServeCommand {
     /// with Retry-After. 0 refuses at once
     #[arg(long, value_name = "N", default_value_t = 100)]
     function_queue: usize,
+
+    /// CPU kept back from workloads for the host, in CPUs (`0.5`) or millicores (`500m`)
+    #[arg(long, value_name = "CPU", default_value = "100m", value_parser = parse_cpu)]
+    reserve_cpu: u64,
+
+    /// Memory kept back from workloads for the host, on top of 10% of the machine's
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    reserve_memory: ByteSize,
+
+    /// Size the node as if the machine had this much memory (tests and benchmarks of
+    /// memory pressure); default: the machine's MemTotal
+    #[arg(long, value_name = "SIZE", hide = true)]
+    capacity_memory: Option<ByteSize>,
+}
+
+/// `500m` or `0.5` (CPUs) as millicores.
+fn parse_cpu(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a CPU amount; write `500m` or `0.5`");
+    match text.strip_suffix('m') {
+        Some(millis) => millis.parse().map_err(|_| bad()),
+        None => {
+            let cpus: f64 = text.parse().map_err(|_| bad())?;
+            if !(0.0..=1e6).contains(&cpus) {
+                return Err(bad());
+            }
+            Ok((cpus * 1000.0).round() as u64)
+        }
+    }
 }
 
 impl ServeCommand {
@@ -34,6 +64,12 @@ impl ServeCommand {
             data_dir: data_dir.to_path_buf(),
             function_queue: self.function_queue,
             pool_instances: 1000,
+            reserve: Reserve {
+                cpu_millis: self.reserve_cpu,
+                memory_bytes: self.reserve_memory.0,
+                ..Reserve::default()
+            },
+            capacity_memory: self.capacity_memory.map(|m| m.0),
         })?);
         let socket = self.socket.path();
         let control = crate::api::bind(&socket)?;
@@ -59,6 +95,7 @@ impl ServeCommand {
         let restoring = Arc::clone(&daemon);
         let served = tokio::task::spawn_blocking(move || restoring.restore()).await??;
         tracing::info!(functions = served, "serving");
+        daemon.start();
         let gateway = gateway::serve(
             gateway_listener,
             daemon.router(),

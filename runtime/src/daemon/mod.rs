@@ -8,15 +8,20 @@
 //! This first slice runs functions only: services and jobs are validated and stored, not run
 //! yet. It does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
 
+pub mod body;
+pub mod capacity;
 pub mod functions;
 pub mod router;
+pub mod target;
 
 use crate::app::{self, AppDiff, AppSpec, FunctionSpec, ManifestError};
 use crate::oci::local::ImagesError;
 use crate::state::{self, AppRecord, StateError, Store, WorkloadRecord};
 use crate::wasm::WasmError;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
-use functions::{FunctionTarget, Preparer};
+use capacity::NodeLedger;
+use functions::Preparer;
+use target::FunctionTarget;
 use router::{Route, Router};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,6 +82,21 @@ pub enum DaemonError {
     #[error("the wasm engine: {0}")]
     Engine(Box<WasmError>),
 
+    #[error(
+        "function {app}/{function} asks for {asked} of memory (memory × max(min, 1)) but the \
+         node has {allocatable} for workloads after the reserve; lower `memory` or `min` in the \
+         manifest, or the reserve (`skiff serve --reserve-memory`); nothing was changed"
+    )]
+    TooLarge {
+        app: String,
+        function: String,
+        asked: crate::sched::capacity::Bytes,
+        allocatable: crate::sched::capacity::Bytes,
+    },
+
+    #[error("cannot size the node: {0}")]
+    Capacity(#[from] crate::sched::capacity::CapacityError),
+
     #[error(transparent)]
     State(#[from] StateError),
 
@@ -95,6 +115,10 @@ pub struct DaemonConfig {
     pub function_queue: usize,
     /// Instances the pooling allocator reserves room for, across all functions.
     pub pool_instances: u32,
+    /// What the node keeps back from workloads.
+    pub reserve: crate::sched::capacity::Reserve,
+    /// Pretend the machine has this much memory (tests and benchmarks of pressure).
+    pub capacity_memory: Option<u64>,
 }
 
 /// What a deploy did.
@@ -110,8 +134,9 @@ pub struct Deployed {
 /// The running daemon's state: the store, the engine and the gateway's routes.
 pub struct Daemon {
     store: Store,
-    preparer: Preparer,
+    preparer: Arc<Preparer>,
     router: Arc<Router>,
+    capacity: Arc<NodeLedger>,
     /// One deploy or removal at a time, so the diff, the store and the routes agree.
     changes: tokio::sync::Mutex<()>,
 }
@@ -127,16 +152,45 @@ impl Daemon {
         };
         let engine = WasmEngine::new(&engine_config, config.data_dir.join("cache/wasm"))
             .map_err(|e| DaemonError::Engine(Box::new(e)))?;
+        let engine = Arc::new(engine);
+        let capacity = Arc::new(NodeLedger::new(node_capacity(config)?, Arc::clone(&engine)));
+        let router = Arc::new(Router::default());
+        capacity.set_router(&router);
+        tracing::info!(node = ?capacity.node(), "node sized");
         Ok(Self {
             store,
-            preparer: Preparer {
-                engine: Arc::new(engine),
+            preparer: Arc::new(Preparer {
+                engine,
                 data_dir: config.data_dir.clone(),
                 queue: config.function_queue,
-            },
-            router: Arc::new(Router::default()),
+                ledger: Arc::clone(&capacity),
+            }),
+            router,
+            capacity,
             changes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The node's one ledger, for every executor (see [`capacity`]).
+    pub fn ledger(&self) -> &Arc<NodeLedger> {
+        &self.capacity
+    }
+
+    /// What waits for capacity now, with the reason.
+    pub fn pending(&self) -> Vec<crate::sched::ledger::PendingView> {
+        self.capacity.pending()
+    }
+
+    /// Starts the background work of a serving daemon: scaling idle functions to zero.
+    pub fn start(self: &Arc<Self>) {
+        capacity::spawn_reaper(self);
+    }
+
+    /// The app's running functions: warm or at zero, and instances now.
+    pub fn function_status(&self, app: &str) -> Vec<target::FunctionStatus> {
+        (self.router.app_routes(app).iter())
+            .map(|route| route.target.status())
+            .collect()
     }
 
     /// The gateway's handler.
@@ -203,6 +257,7 @@ impl Daemon {
         });
         let diff = app::diff(old.as_ref(), &spec);
         self.check_routes(&spec)?;
+        self.check_fits(&spec)?;
         let routes = {
             let (daemon, spec, old) = (Arc::clone(self), spec.clone(), old.clone());
             tokio::task::spawn_blocking(move || daemon.prepare_app(&spec, old.as_ref())).await??
@@ -245,6 +300,24 @@ impl Daemon {
                     route: function.route.clone(),
                     host,
                     owner: format!("{}/{}", owner.app, owner.function),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a function whose warm instances could never fit the node.
+    fn check_fits(&self, spec: &AppSpec) -> Result<()> {
+        use crate::sched::capacity::Bytes;
+        let allocatable = self.capacity.node().allocatable.memory_bytes;
+        for (name, function) in &spec.functions {
+            let asked = target::Scale::of(function).requests().memory_bytes;
+            if asked > allocatable {
+                return Err(DaemonError::TooLarge {
+                    app: spec.name.clone(),
+                    function: name.clone(),
+                    asked: Bytes(asked),
+                    allocatable: Bytes(allocatable),
                 });
             }
         }
@@ -297,6 +370,9 @@ impl Daemon {
                 name: name.to_string(),
             });
         }
+        for route in self.router.app_routes(name) {
+            crate::metrics::global().forget(name, &route.function);
+        }
         self.router.set_app(name, None);
         self.record(name, "removed", "app removed".to_string());
         Ok(())
@@ -316,6 +392,22 @@ impl Daemon {
         }
         tracing::info!(app, kind, "app changed");
     }
+}
+
+/// The machine as detected (or with a test's memory), minus the configured reserve.
+fn node_capacity(config: &DaemonConfig) -> Result<crate::sched::capacity::NodeCapacity> {
+    use crate::sched::capacity::NodeCapacity;
+    let detected = NodeCapacity::detect(&config.reserve)?;
+    Ok(match config.capacity_memory {
+        Some(memory_bytes) => {
+            let total = crate::sched::capacity::Capacity {
+                memory_bytes,
+                ..detected.total
+            };
+            NodeCapacity::new(total, &config.reserve)
+        }
+        None => detected,
+    })
 }
 
 fn stored_spec(record: &AppRecord) -> Result<AppSpec> {

@@ -224,8 +224,6 @@ fn clients_without_a_daemon_say_how_to_start_one() {
 }
 
 #[test]
-#[ignore = "flaky: one run in several saw no 503 while /loop held the slot (the slot is released \
-            when the response head is ready, not when the body ends); see issue 5's note"]
 fn a_full_function_answers_503_with_retry_after() {
     let skiff = Skiff::new();
     let dir = tempfile::tempdir().unwrap();
