@@ -21,7 +21,7 @@ use super::router::Router;
 use super::target::FunctionTarget;
 use crate::metrics;
 use crate::sched::capacity::{Capacity, NodeCapacity, Requests};
-use crate::sched::key::{InstanceKey, Kind};
+use crate::sched::key::InstanceKey;
 use crate::sched::ledger::{Admission, Ledger, PendingView, Rejection, Reservation};
 use crate::state::NewEvent;
 use crate::wasm::engine::WasmEngine;
@@ -102,9 +102,12 @@ impl NodeLedger {
                 Ok(Admission::Pending { reason }) => {
                     if !relieved {
                         relieved = true;
-                        if self.relieve(key, requests) {
-                            continue;
-                        }
+                        // Out of the queue first, or the room the evictions free would be
+                        // handed to this key's waiter behind the retry's back.
+                        // Asked again either way: a waiter goes back in the queue.
+                        self.ledger.cancel(key);
+                        self.relieve(key, requests);
+                        continue;
                     }
                     return Err(self.refuse(key, wait, reason.to_string()));
                 }
@@ -140,29 +143,36 @@ impl NodeLedger {
         self.ledger.snapshot().pending
     }
 
-    /// Evicts idle warm functions (longest admitted first) until `requests` fit, then the
-    /// in-memory compiled code. True when anything was evicted.
-    fn relieve(&self, except: &InstanceKey, requests: Requests) -> bool {
-        let snapshot = self.ledger.snapshot();
-        let mut free: Capacity = snapshot.free;
-        let mut evicted = false;
-        for held in snapshot.reserved.iter().filter(|held| {
-            held.idle && held.key.kind == Kind::Function && &held.key != except
-        }) {
+    /// Evicts idle warm functions that keep no minimum (longest idle first) until `requests`
+    /// fit, then the in-memory compiled code.
+    fn relieve(&self, except: &InstanceKey, requests: Requests) {
+        let Some(router) = self.router.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut idle: Vec<_> = (router.targets().into_iter())
+            .filter(|t| &t.key != except && t.scale.min == 0 && t.is_warm())
+            .filter(|t| t.slots.in_flight() == 0 && t.slots.waiting() == 0)
+            .collect();
+        idle.sort_by_key(|t| t.slots.last_activity());
+        let mut free: Capacity = self.ledger.snapshot().free;
+        for target in idle {
             if free.covers(&requests) {
                 break;
             }
-            if self.evict(&held.key) {
-                free = free.saturating_add(held.requests);
-                evicted = true;
+            if self.evict(&target.key) {
+                free = free.saturating_add(target.scale.requests());
             }
         }
-        let dropped = self.engine.forget_loaded_code();
+        // Code in memory is not in the ledger (it is file-backed and the kernel may reclaim
+        // it), so dropping it cannot make `requests` fit; it only relieves the machine.
+        let dropped = match free.covers(&requests) {
+            true => 0,
+            false => self.engine.forget_loaded_code(),
+        };
         if dropped > 0 {
             metrics::global().eviction("code_cache");
             tracing::info!(programs = dropped, "compiled code dropped from memory");
         }
-        evicted
     }
 
     /// Scales the function holding `victim` to zero if it is still idle.

@@ -86,6 +86,9 @@ pub struct FunctionStatus {
     pub warm: bool,
     pub instances: u32,
     pub in_flight: usize,
+    /// Why its warm instances wait for capacity, when they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// A warm function: linked code and the capacity it holds.
@@ -300,6 +303,9 @@ impl FunctionTarget {
             warm: self.is_warm(),
             instances: self.instances(),
             in_flight: self.slots.in_flight(),
+            pending: (self.ledger.pending().into_iter())
+                .find(|waiter| waiter.key == self.key)
+                .map(|waiter| waiter.reason),
         }
     }
 
