@@ -184,7 +184,11 @@ impl NodeLedger {
             return false;
         }
         metrics::global().eviction("idle_pool");
-        self.note(victim, "evicted", "idle warm instances evicted under memory pressure".into());
+        self.note(
+            victim,
+            "evicted",
+            "idle warm instances evicted under memory pressure".into(),
+        );
         true
     }
 
@@ -236,7 +240,11 @@ fn reap(daemon: &Daemon, now: Instant) {
             continue;
         }
         if target.should_scale_to_zero(now) && target.scale_to_zero() {
-            daemon.capacity.note(&target.key, "scaled_to_zero", "idle: no instance kept".into());
+            daemon.capacity.note(
+                &target.key,
+                "scaled_to_zero",
+                "idle: no instance kept".into(),
+            );
             continue;
         }
         let idle = target.slots.in_flight() == 0 && target.slots.waiting() == 0;

@@ -72,7 +72,12 @@ impl Preparer {
     }
 
     /// The function's compiled code, from its file or image (through the compile cache).
-    pub(super) fn load(&self, app: &str, name: &str, spec: &FunctionSpec) -> Result<Program, DaemonError> {
+    pub(super) fn load(
+        &self,
+        app: &str,
+        name: &str,
+        spec: &FunctionSpec,
+    ) -> Result<Program, DaemonError> {
         let failed = |error: WasmError| DaemonError::Function {
             app: app.to_string(),
             function: name.to_string(),

@@ -21,10 +21,10 @@ use crate::wasm::WasmError;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
 use capacity::NodeLedger;
 use functions::Preparer;
-use target::FunctionTarget;
 use router::{Route, Router};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use target::FunctionTarget;
 
 /// Why the daemon refused or failed a request. Each message says what to do.
 #[derive(Debug, thiserror::Error)]

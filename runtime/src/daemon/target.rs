@@ -192,7 +192,10 @@ impl FunctionTarget {
         // Link now either way: a manifest whose function does not link is refused at deploy.
         let linked = target.link(&program)?;
         if target.scale.min > 0 {
-            match target.ledger.reserve(&target.key, target.scale.requests(), true) {
+            match target
+                .ledger
+                .reserve(&target.key, target.scale.requests(), true)
+            {
                 Ok(reservation) => {
                     target.set_warm(linked, reservation);
                 }
@@ -352,5 +355,128 @@ impl FunctionTarget {
 impl Drop for FunctionTarget {
     fn drop(&mut self) {
         self.ledger.forget(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::body::{Guarded, InFlight};
+    use crate::sched::capacity::{Capacity, NodeCapacity, Reserve};
+    use crate::sched::function::SlotsConfig;
+    use crate::wasm::engine::{EngineConfig, WasmEngine};
+    use std::path::Path;
+
+    fn hello() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../samples/target/wasm32-wasip2/release/http_hello.wasm")
+    }
+
+    fn target(dir: &Path, memory: u64) -> FunctionTarget {
+        let engine = WasmEngine::new(&EngineConfig::default(), dir.join("cache")).unwrap();
+        let engine = Arc::new(engine);
+        let total = Capacity {
+            cpu_millis: 1000,
+            memory_bytes: memory,
+            pids: 1000,
+        };
+        let reserve = Reserve {
+            memory_percent: 0,
+            memory_bytes: 0,
+            cpu_millis: 0,
+            pids: 0,
+        };
+        let ledger = Arc::new(NodeLedger::new(
+            NodeCapacity::new(total, &reserve),
+            Arc::clone(&engine),
+        ));
+        let preparer = Arc::new(Preparer {
+            engine,
+            data_dir: dir.to_path_buf(),
+            queue: 0,
+            ledger: Arc::clone(&ledger),
+        });
+        let spec: FunctionSpec = toml::from_str(&format!(
+            "file = {:?}\nroute = \"/\"\nmemory = \"16MiB\"\n",
+            hello()
+        ))
+        .unwrap();
+        let program = preparer.engine.load_file(&hello()).unwrap();
+        FunctionTarget::new(Parts {
+            app: "bench".into(),
+            function: "f".into(),
+            caps: Capabilities::default(),
+            limits: Limits::default(),
+            slots: FunctionSlots::new(SlotsConfig {
+                max: 8,
+                queue: 0,
+                retry_after: Duration::from_secs(1),
+            }),
+            spec,
+            program,
+            preparer,
+            ledger,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cold_start_warms_and_scale_to_zero_frees_the_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path(), 1 << 30);
+        assert!(!target.is_warm(), "min = 0 starts at zero");
+        let used = || target.ledger.ledger().snapshot().used.memory_bytes;
+        assert_eq!(used(), 0);
+        let warm = target.ready().await.unwrap();
+        assert!(target.is_warm());
+        assert_eq!(used(), 16 << 20, "memory × max(min, 1)");
+        let slot = target.slots.try_acquire().unwrap();
+        assert!(!target.scale_to_zero(), "not while a request is in flight");
+        drop((slot, warm));
+        assert!(target.scale_to_zero());
+        assert_eq!((target.is_warm(), used()), (false, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cold_start_that_cannot_fit_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path(), 8 << 20);
+        let Err(error) = target.ready().await else {
+            panic!("16 MiB cannot fit 8 MiB");
+        };
+        assert!(error.to_string().contains("bench/f"), "{error}");
+        assert!(target.ledger.pending().is_empty(), "min = 0 does not wait");
+    }
+
+    /// Prints what the gateway's admission costs per request (slot, in-flight gauge, warm
+    /// state, body guard) and what a cold start costs (reservation + relink from the code in
+    /// memory). Never asserts: timing depends on the machine and the build profile; run
+    /// `cargo test --release -p skiff --lib admission_costs -- --nocapture` for the figure.
+    #[tokio::test]
+    async fn admission_costs_microseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path(), 1 << 30);
+        const N: u32 = 100_000;
+        let _warm = target.ready().await.unwrap();
+        let started = Instant::now();
+        for _ in 0..N {
+            let slot = target.slots.acquire(Duration::from_secs(1)).await.unwrap();
+            let in_flight = InFlight::new(&target.metrics.in_flight);
+            let warm = target.ready().await.unwrap();
+            let response = crate::instance::text_response(http::StatusCode::OK, "x");
+            let body = Guarded::wrap(response.into_body(), (slot, in_flight, warm));
+            drop(std::hint::black_box(body));
+        }
+        let each = started.elapsed().as_nanos() as f64 / f64::from(N);
+        println!("admission (slot + gauge + warm + body guard): {each:.0} ns/request");
+        drop(_warm);
+        const COLD: u32 = 2_000;
+        let started = Instant::now();
+        for _ in 0..COLD {
+            assert!(target.scale_to_zero());
+            drop(target.ready().await.unwrap());
+        }
+        let each = started.elapsed().as_nanos() as f64 / f64::from(COLD) / 1000.0;
+        println!("cold start (reserve + relink) and scale to zero: {each:.1} µs each");
     }
 }

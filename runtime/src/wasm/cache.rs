@@ -9,8 +9,8 @@
 
 use super::{Code, WasmError, WasmKind};
 use sha2::{Digest, Sha256};
-use std::hash::Hasher;
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -94,7 +94,12 @@ impl CompileCache {
 
     /// Code of the wasm with sha256 `digest`, from memory or from a sound entry on disk,
     /// without the wasm itself; `None` when neither has it (the caller loads the wasm again).
-    pub(crate) fn load_digest(&self, engine: &Engine, kind: WasmKind, digest: &str) -> Option<Code> {
+    pub(crate) fn load_digest(
+        &self,
+        engine: &Engine,
+        kind: WasmKind,
+        digest: &str,
+    ) -> Option<Code> {
         if let Some(code) = self.loaded().get(digest) {
             return Some(code.clone());
         }

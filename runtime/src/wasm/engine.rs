@@ -3,9 +3,9 @@
 
 use super::cache::{CacheStats, CompileCache};
 use super::host::ComponentHost;
-use std::sync::OnceLock;
 use super::{Program, WasmError, WasmKind, display_name};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 use wasmtime::{Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -145,7 +145,11 @@ impl WasmEngine {
         &self,
         http: bool,
     ) -> Result<&wasmtime::component::Linker<ComponentHost>, WasmError> {
-        let cell = if http { &self.http_linker } else { &self.cli_linker };
+        let cell = if http {
+            &self.http_linker
+        } else {
+            &self.cli_linker
+        };
         if let Some(linker) = cell.get() {
             return Ok(linker);
         }

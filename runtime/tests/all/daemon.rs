@@ -401,12 +401,18 @@ fn an_idle_function_goes_to_zero_and_cold_starts_while_min_1_stays_warm() {
     wait_until("zero goes back to zero after its idle window", || {
         !warm(&skiff, "idle", "zero")
     });
-    assert!(warm(&skiff, "idle", "kept"), "min = 1 outlives the idle window");
+    assert!(
+        warm(&skiff, "idle", "kept"),
+        "min = 1 outlives the idle window"
+    );
 
     let reply = get(daemon.gateway, "/zero/again");
     assert_eq!(reply.status, 200, "a cold start still answers: {reply:?}");
     assert_eq!(reply.body, "Hello from skiff! path=/zero/again\n");
-    assert!(warm(&skiff, "idle", "zero"), "warm again after the cold start");
+    assert!(
+        warm(&skiff, "idle", "zero"),
+        "warm again after the cold start"
+    );
 }
 
 #[test]
@@ -451,7 +457,10 @@ fn memory_pressure_evicts_an_idle_warm_function_before_refusing() {
     );
     client(&skiff, &["deploy", "-f", &file]).expect_code(0);
     assert_eq!(get(daemon.gateway, "/first").status, 200);
-    assert!(warm(&skiff, "big", "first"), "warm for an hour unless evicted");
+    assert!(
+        warm(&skiff, "big", "first"),
+        "warm for an hour unless evicted"
+    );
 
     let reply = get(daemon.gateway, "/second");
     assert_eq!(reply.status, 200, "the idle pool made room: {reply:?}");
@@ -479,7 +488,9 @@ fn a_warm_pool_that_does_not_fit_now_waits_with_its_reason_until_room_frees() {
     client(&skiff, &["deploy", "-f", &second]).expect_code(0);
 
     let status = api(&skiff, "/v1/apps/second");
-    let pending = status["functions"][0]["pending"].as_str().unwrap_or_default();
+    let pending = status["functions"][0]["pending"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         pending.contains("waiting for 600 MiB of memory"),
         "min = 1 cannot evict another warm pool: {status}"
