@@ -361,7 +361,6 @@ impl Drop for FunctionTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::body::{Guarded, InFlight};
     use crate::sched::capacity::{Capacity, NodeCapacity, Reserve};
     use crate::sched::function::SlotsConfig;
     use crate::wasm::engine::{EngineConfig, WasmEngine};
@@ -372,7 +371,7 @@ mod tests {
             .join("../samples/target/wasm32-wasip2/release/http_hello.wasm")
     }
 
-    fn target(dir: &Path, memory: u64) -> FunctionTarget {
+    fn target(dir: &Path, memory: u64, function: &str) -> FunctionTarget {
         let engine = WasmEngine::new(&EngineConfig::default(), dir.join("cache")).unwrap();
         let engine = Arc::new(engine);
         let total = Capacity {
@@ -403,8 +402,8 @@ mod tests {
         .unwrap();
         let program = preparer.engine.load_file(&hello()).unwrap();
         FunctionTarget::new(Parts {
-            app: "bench".into(),
-            function: "f".into(),
+            app: "unit".into(),
+            function: function.into(),
             caps: Capabilities::default(),
             limits: Limits::default(),
             slots: FunctionSlots::new(SlotsConfig {
@@ -423,60 +422,44 @@ mod tests {
     #[tokio::test]
     async fn a_cold_start_warms_and_scale_to_zero_frees_the_reservation() {
         let dir = tempfile::tempdir().unwrap();
-        let target = target(dir.path(), 1 << 30);
+        let target = target(dir.path(), 1 << 30, "cold");
         assert!(!target.is_warm(), "min = 0 starts at zero");
+        let cold_starts = target.metrics.cold_starts.get();
         let used = || target.ledger.ledger().snapshot().used.memory_bytes;
         assert_eq!(used(), 0);
         let warm = target.ready().await.unwrap();
         assert!(target.is_warm());
         assert_eq!(used(), 16 << 20, "memory × max(min, 1)");
+        assert_eq!(target.metrics.cold_starts.get(), cold_starts + 1);
+        assert_eq!(target.instances(), 1);
         let slot = target.slots.try_acquire().unwrap();
         assert!(!target.scale_to_zero(), "not while a request is in flight");
         drop((slot, warm));
         assert!(target.scale_to_zero());
-        assert_eq!((target.is_warm(), used()), (false, 0));
+        assert_eq!(
+            (target.is_warm(), used(), target.instances()),
+            (false, 0, 0)
+        );
     }
 
     #[tokio::test]
     async fn a_cold_start_that_cannot_fit_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let target = target(dir.path(), 8 << 20);
-        let Err(error) = target.ready().await else {
-            panic!("16 MiB cannot fit 8 MiB");
+        let target = target(dir.path(), 24 << 20, "small");
+        let other = InstanceKey::new(Kind::Service, "unit", "db", 0);
+        let busy = Requests {
+            memory_bytes: 16 << 20,
+            ..Requests::ZERO
         };
-        assert!(error.to_string().contains("bench/f"), "{error}");
+        let _held = target.ledger.reserve(&other, busy, false).unwrap();
+        let Err(error) = target.ready().await else {
+            panic!("16 MiB cannot fit the 8 MiB left");
+        };
+        assert!(error.to_string().contains("unit/small"), "{error}");
+        assert!(
+            error.to_string().contains("waiting for 16 MiB of memory"),
+            "{error}"
+        );
         assert!(target.ledger.pending().is_empty(), "min = 0 does not wait");
-    }
-
-    /// Prints what the gateway's admission costs per request (slot, in-flight gauge, warm
-    /// state, body guard) and what a cold start costs (reservation + relink from the code in
-    /// memory). Never asserts: timing depends on the machine and the build profile; run
-    /// `cargo test --release -p skiff --lib admission_costs -- --nocapture` for the figure.
-    #[tokio::test]
-    async fn admission_costs_microseconds() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = target(dir.path(), 1 << 30);
-        const N: u32 = 100_000;
-        let _warm = target.ready().await.unwrap();
-        let started = Instant::now();
-        for _ in 0..N {
-            let slot = target.slots.acquire(Duration::from_secs(1)).await.unwrap();
-            let in_flight = InFlight::new(&target.metrics.in_flight);
-            let warm = target.ready().await.unwrap();
-            let response = crate::instance::text_response(http::StatusCode::OK, "x");
-            let body = Guarded::wrap(response.into_body(), (slot, in_flight, warm));
-            drop(std::hint::black_box(body));
-        }
-        let each = started.elapsed().as_nanos() as f64 / f64::from(N);
-        println!("admission (slot + gauge + warm + body guard): {each:.0} ns/request");
-        drop(_warm);
-        const COLD: u32 = 2_000;
-        let started = Instant::now();
-        for _ in 0..COLD {
-            assert!(target.scale_to_zero());
-            drop(target.ready().await.unwrap());
-        }
-        let each = started.elapsed().as_nanos() as f64 / f64::from(COLD) / 1000.0;
-        println!("cold start (reserve + relink) and scale to zero: {each:.1} µs each");
     }
 }

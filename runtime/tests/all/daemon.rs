@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 /// A running `skiff serve` on a socket and a gateway port of its own, killed when dropped.
-struct Daemon {
-    gateway: SocketAddr,
+pub struct Daemon {
+    pub gateway: SocketAddr,
     child: Child,
 }
 
 impl Daemon {
-    fn start(skiff: &Skiff, extra: &[&str]) -> Daemon {
+    pub fn start(skiff: &Skiff, extra: &[&str]) -> Daemon {
         let mut child = skiff
             .command()
             .args(["serve", "--gateway", "127.0.0.1:0", "--socket"])
@@ -67,12 +67,12 @@ impl Drop for Daemon {
     }
 }
 
-fn socket(skiff: &Skiff) -> PathBuf {
+pub fn socket(skiff: &Skiff) -> PathBuf {
     skiff.data_dir.path().join("run/skiff.sock")
 }
 
 /// `skiff ARGS` against the daemon of `skiff`'s data dir.
-fn client(skiff: &Skiff, args: &[&str]) -> Ran {
+pub fn client(skiff: &Skiff, args: &[&str]) -> Ran {
     Ran::from(
         skiff
             .command()
@@ -84,14 +84,14 @@ fn client(skiff: &Skiff, args: &[&str]) -> Ran {
 }
 
 /// Writes `manifest` to `dir/name`, with http_hello beside it as `hello.wasm`.
-fn manifest(dir: &Path, name: &str, manifest: &str) -> String {
+pub fn manifest(dir: &Path, name: &str, manifest: &str) -> String {
     std::fs::copy(p2("http_hello"), dir.join("hello.wasm")).expect("copying the sample");
     let path = dir.join(name);
     std::fs::write(&path, manifest).expect("writing the manifest");
     path.to_str().expect("a UTF-8 temp path").to_string()
 }
 
-const HELLO: &str = r#"[app]
+pub const HELLO: &str = r#"[app]
 name = "greet"
 
 [function.hello]
@@ -340,169 +340,4 @@ fn the_longest_prefix_and_the_host_choose_the_function() {
         .expect_code(125)
         .stderr_has("already served by greet/hello");
     assert_eq!(client(&skiff, &["apps"]).stdout.lines().count(), 3);
-}
-
-/// `GET path` on the control API, as JSON.
-fn api(skiff: &Skiff, path: &str) -> serde_json::Value {
-    use std::io::Write;
-    let mut stream = std::os::unix::net::UnixStream::connect(socket(skiff)).expect("the socket");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: skiff\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sending");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("reading");
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"))
-}
-
-/// Whether function `function` of `app` is warm, as `GET /v1/apps/{app}` says.
-fn warm(skiff: &Skiff, app: &str, function: &str) -> bool {
-    let answer = api(skiff, &format!("/v1/apps/{app}"));
-    let functions = answer["functions"].as_array().expect("a functions list");
-    let status = functions
-        .iter()
-        .find(|f| f["name"] == function)
-        .unwrap_or_else(|| panic!("no function {function} in {answer}"));
-    status["warm"].as_bool().expect("a warm flag")
-}
-
-/// Polls `condition` every 50 ms for up to 30 s; panics with `what` when it never holds.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-#[test]
-fn an_idle_function_goes_to_zero_and_cold_starts_while_min_1_stays_warm() {
-    let skiff = Skiff::new();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&skiff, &[]);
-    let file = manifest(
-        dir.path(),
-        "skiff.toml",
-        "[app]\nname = \"idle\"\n\n[function.zero]\nfile = \"hello.wasm\"\nroute = \"/zero\"\n\
-         idle = \"1s\"\n\n[function.kept]\nfile = \"hello.wasm\"\nroute = \"/kept\"\n\
-         idle = \"1s\"\nmin = 1\n",
-    );
-    client(&skiff, &["deploy", "-f", &file]).expect_code(0);
-    assert!(warm(&skiff, "idle", "kept"), "min = 1 is warm from deploy");
-    assert!(!warm(&skiff, "idle", "zero"), "min = 0 starts at zero");
-
-    assert_eq!(get(daemon.gateway, "/zero").status, 200);
-    assert_eq!(get(daemon.gateway, "/kept").status, 200);
-    wait_until("zero goes back to zero after its idle window", || {
-        !warm(&skiff, "idle", "zero")
-    });
-    assert!(
-        warm(&skiff, "idle", "kept"),
-        "min = 1 outlives the idle window"
-    );
-
-    let reply = get(daemon.gateway, "/zero/again");
-    assert_eq!(reply.status, 200, "a cold start still answers: {reply:?}");
-    assert_eq!(reply.body, "Hello from skiff! path=/zero/again\n");
-    assert!(
-        warm(&skiff, "idle", "zero"),
-        "warm again after the cold start"
-    );
-}
-
-#[test]
-fn a_function_larger_than_the_node_is_refused_and_changes_nothing() {
-    let skiff = Skiff::new();
-    let dir = tempfile::tempdir().unwrap();
-    let _daemon = Daemon::start(&skiff, &["--capacity-memory", "1GiB"]);
-    let good = manifest(dir.path(), "skiff.toml", HELLO);
-    client(&skiff, &["deploy", "-f", &good]).expect_code(0);
-    let before = client(&skiff, &["apps"]).stdout;
-
-    let huge = manifest(
-        dir.path(),
-        "huge.toml",
-        "[app]\nname = \"huge\"\n\n[function.big]\nfile = \"hello.wasm\"\nroute = \"/big\"\n\
-         memory = \"2GiB\"\n",
-    );
-    client(&skiff, &["deploy", "-f", &huge])
-        .expect_code(125)
-        .stderr_has("function huge/big asks for 2 GiB of memory")
-        .stderr_has("lower `memory` or `min`")
-        .stderr_has("nothing was changed");
-    assert_eq!(client(&skiff, &["apps"]).stdout, before);
-}
-
-#[test]
-fn memory_pressure_evicts_an_idle_warm_function_before_refusing() {
-    let skiff = Skiff::new();
-    let dir = tempfile::tempdir().unwrap();
-    // 1 GiB less 10% and no fixed reserve: 921.6 MiB for workloads, room for one 600 MiB
-    // function at a time.
-    let daemon = Daemon::start(
-        &skiff,
-        &["--capacity-memory", "1GiB", "--reserve-memory", "0"],
-    );
-    let file = manifest(
-        dir.path(),
-        "skiff.toml",
-        "[app]\nname = \"big\"\n\n[function.first]\nfile = \"hello.wasm\"\nroute = \"/first\"\n\
-         memory = \"600MiB\"\nidle = \"1h\"\n\n[function.second]\nfile = \"hello.wasm\"\n\
-         route = \"/second\"\nmemory = \"600MiB\"\nidle = \"1h\"\n",
-    );
-    client(&skiff, &["deploy", "-f", &file]).expect_code(0);
-    assert_eq!(get(daemon.gateway, "/first").status, 200);
-    assert!(
-        warm(&skiff, "big", "first"),
-        "warm for an hour unless evicted"
-    );
-
-    let reply = get(daemon.gateway, "/second");
-    assert_eq!(reply.status, 200, "the idle pool made room: {reply:?}");
-    assert!(warm(&skiff, "big", "second"));
-    assert!(!warm(&skiff, "big", "first"), "first was evicted");
-}
-
-#[test]
-fn a_warm_pool_that_does_not_fit_now_waits_with_its_reason_until_room_frees() {
-    let skiff = Skiff::new();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        &skiff,
-        &["--capacity-memory", "1GiB", "--reserve-memory", "0"],
-    );
-    let pool = |app: &str, route: &str| {
-        format!(
-            "[app]\nname = \"{app}\"\n\n[function.pool]\nfile = \"hello.wasm\"\n\
-             route = \"{route}\"\nmemory = \"600MiB\"\nmin = 1\n"
-        )
-    };
-    let first = manifest(dir.path(), "first.toml", &pool("first", "/first"));
-    let second = manifest(dir.path(), "second.toml", &pool("second", "/second"));
-    client(&skiff, &["deploy", "-f", &first]).expect_code(0);
-    client(&skiff, &["deploy", "-f", &second]).expect_code(0);
-
-    let status = api(&skiff, "/v1/apps/second");
-    let pending = status["functions"][0]["pending"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        pending.contains("waiting for 600 MiB of memory"),
-        "min = 1 cannot evict another warm pool: {status}"
-    );
-    let refused = get(daemon.gateway, "/second");
-    assert_eq!(refused.status, 503, "{refused:?}");
-    assert_eq!(refused.headers["retry-after"], "1");
-    assert!(refused.body.contains("waiting for"), "{}", refused.body);
-
-    client(&skiff, &["apps", "rm", "first"]).expect_code(0);
-    wait_until("second is warmed once first's memory frees", || {
-        warm(&skiff, "second", "pool")
-    });
-    assert_eq!(get(daemon.gateway, "/second").status, 200);
 }

@@ -17,5 +17,6 @@ mod oci;
 mod oci_runtime;
 mod registry;
 mod run;
+mod scaling;
 mod support;
 mod unpack;
