@@ -7,6 +7,8 @@
 //! - cold start: `scale_to_zero` then `ready()`: a ledger reservation and a relink of the
 //!   code (kept in memory by digest) against the engine's linker, and their release.
 //!
+//! Run it with:
+//!
 //!     bash samples/build.sh
 //!     cargo bench -p skiff-benches --bench admission
 
