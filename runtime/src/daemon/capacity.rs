@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 /// How often the reaper looks at every function.
 const REAP_EVERY: Duration = Duration::from_millis(100);
 
+/// Events noted between two reaper ticks at most; a flood of refusals drops the rest.
+const OUTBOX: usize = 1000;
+
 /// Someone who takes reservations the ledger grants later; returns the ones it does not own.
 type GrantHandler = Box<dyn Fn(Vec<Reservation>) -> Vec<Reservation> + Send + Sync>;
 
@@ -205,10 +208,10 @@ impl NodeLedger {
             kind: kind.to_string(),
             message,
         };
-        self.outbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(event);
+        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if outbox.len() < OUTBOX {
+            outbox.push(event);
+        }
     }
 
     fn take_notes(&self) -> Vec<NewEvent> {

@@ -9,7 +9,7 @@
 //! ([`Guarded`]), so a body the guest still streams counts against `max × concurrency`.
 
 use super::body::{Guarded, InFlight};
-use super::target::FunctionTarget;
+use super::target::{ColdStartError, FunctionTarget};
 use crate::instance::{Body, HttpHandler, text_response};
 use http::{HeaderValue, StatusCode};
 use std::collections::BTreeMap;
@@ -162,7 +162,15 @@ impl HttpHandler for Router {
             Ok(warm) => warm,
             Err(error) => {
                 tracing::warn!(%error, path, "cold start failed");
-                return unavailable(&target, format!("{error}\n"), Duration::from_secs(1));
+                // Capacity is the client's business; why linking failed (paths...) is the log's.
+                let text = match error {
+                    ColdStartError::NoCapacity { .. } => format!("{error}\n"),
+                    ColdStartError::Prepare(_) => format!(
+                        "function {} could not start; the daemon's log says why\n",
+                        target.name
+                    ),
+                };
+                return unavailable(&target, text, Duration::from_secs(1));
             }
         };
         let response = warm.function.handle(request).await;
