@@ -88,6 +88,21 @@ fn main() -> anyhow::Result<()> {
             ),
             &took,
         );
+        // The peer: a CLI round trip through the control API that writes nothing.
+        let mut listed = Vec::new();
+        for _ in 0..options.deploys {
+            let started = Instant::now();
+            serve.cli(&["apps"])?;
+            listed.push(started.elapsed());
+        }
+        report(
+            "peer: `skiff apps` (CLI process + API round trip, no write)",
+            &listed,
+        );
+        println!(
+            "ratio deploy-to-first-200 / skiff apps: p50 {:.2}",
+            ratio(&took, &listed, 0.50)
+        );
     }
 
     // Density: many functions at zero, RSS, then a sample's first requests.
@@ -215,18 +230,24 @@ impl Serve {
             }
             let file = self.data.path().join(format!("{name}.toml"));
             std::fs::write(&file, manifest)?;
-            let output = Command::new(&self.skiff)
-                .env("SKIFF_SOCKET", &self.socket)
-                .args(["deploy", "-f"])
-                .arg(&file)
-                .output()?;
-            ensure!(
-                output.status.success(),
-                "deploy of {name} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let file = file.to_str().context("a UTF-8 temp path")?;
+            self.cli(&["deploy", "-f", file])?;
         }
         Ok(routes)
+    }
+
+    /// `skiff ARGS` against this daemon; fails unless it exits 0.
+    fn cli(&self, args: &[&str]) -> anyhow::Result<()> {
+        let output = Command::new(&self.skiff)
+            .env("SKIFF_SOCKET", &self.socket)
+            .args(args)
+            .output()?;
+        ensure!(
+            output.status.success(),
+            "skiff {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
     }
 
     fn rss_kib(&self) -> anyhow::Result<u64> {
