@@ -204,7 +204,6 @@ impl FunctionTarget {
                 }
             }
         }
-        metrics::global().set_instances(&target.app, &target.function, "wasm", 0);
         target.report_instances();
         Ok(target)
     }

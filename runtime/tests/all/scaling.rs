@@ -171,3 +171,44 @@ fn a_warm_pool_that_does_not_fit_now_waits_with_its_reason_until_room_frees() {
     });
     assert_eq!(get(daemon.gateway, "/second").status, 200);
 }
+
+#[test]
+fn spinning_guests_do_not_stall_the_gateway() {
+    let skiff = Skiff::new();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&skiff, &[]);
+    let file = manifest(
+        dir.path(),
+        "skiff.toml",
+        &format!(
+            "[app]\nname = \"spin\"\n\n[function.bad]\nfile = {:?}\nroute = \"/\"\n\
+             timeout = \"10s\"\n\n[function.hello]\nfile = \"hello.wasm\"\nroute = \"/hello\"\n",
+            p2("http_misbehave").to_str().unwrap()
+        ),
+    );
+    client(&skiff, &["deploy", "-f", &file]).expect_code(0);
+    let in_flight = |skiff: &Skiff| {
+        let answer = api(skiff, "/v1/apps/spin");
+        let functions = answer["functions"].as_array().cloned().unwrap_or_default();
+        let bad = functions.iter().find(|f| f["name"] == "bad").cloned();
+        bad.and_then(|f| f["in_flight"].as_u64()).unwrap_or(0)
+    };
+
+    // As many spinning guests as the machine has cores (2 here): without yielding at epoch
+    // ticks each would hold a runtime worker until its time limit.
+    let gateway = daemon.gateway;
+    let spinners: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(gateway, "/loop")))
+        .collect();
+    wait_until("both spinners run", || in_flight(&skiff) == 2);
+    let reply = get(gateway, "/hello");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        in_flight(&skiff),
+        2,
+        "answered while both guests still spin (their limit is 10 s)"
+    );
+    for spinner in spinners {
+        assert_eq!(spinner.join().unwrap().status, 504);
+    }
+}
