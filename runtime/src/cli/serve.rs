@@ -132,3 +132,20 @@ async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu;
+
+    #[test]
+    fn cpu_amounts_read_as_millicores() {
+        assert_eq!(parse_cpu("100m"), Ok(100));
+        assert_eq!(parse_cpu("0.5"), Ok(500));
+        assert_eq!(parse_cpu("2"), Ok(2000));
+        let error = parse_cpu("half").unwrap_err();
+        assert!(error.contains("`half` is not a CPU amount"), "{error}");
+        assert!(error.contains("write `500m` or `0.5`"), "{error}");
+        assert!(parse_cpu("-1").is_err());
+        assert!(parse_cpu("1.5m").is_err());
+    }
+}

@@ -5,8 +5,11 @@
 //! (`wasm`) and swaps the gateway's routes ([`router`]). On start it reads every app back from
 //! the store and serves it again, which is what makes a `kill -9` and a restart lose nothing.
 //!
-//! This first slice runs functions only: services and jobs are validated and stored, not run
-//! yet. It does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
+//! Functions scale per request and to zero ([`target`]); every warm function holds memory in
+//! the node's one ledger ([`capacity`], `Daemon::ledger`), which also refuses at deploy what
+//! could never fit. This slice runs functions only: services and jobs are validated and
+//! stored, not run yet. It does not own the sockets (the CLI binds them) nor the HTTP surface
+//! (`api`).
 
 pub mod body;
 pub mod capacity;
