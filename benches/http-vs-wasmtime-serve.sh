@@ -2,9 +2,11 @@
 # End-to-end HTTP throughput and latency: `skiff run --listen` against `wasmtime serve` (the
 # same wasmtime version, 48.0.8) serving the same component, samples/.../http_hello.wasm.
 #
-#   benches/http-vs-wasmtime-serve.sh [--quick] [--rounds N]
+#   benches/http-vs-wasmtime-serve.sh [--quick] [--rounds N] [--gateway]
 #
 #   --quick      3 s per wrk run instead of 10 s (and a shorter warm-up)
+#   --gateway    skiff side is `skiff serve` + `skiff deploy` (the component deployed as a
+#                function on route `/`, min = 1) behind its gateway, not `skiff run --listen`
 #   --rounds N   run each (level, server) pair N times, alternating which server goes first,
 #                and report the run with the median req/s (default 1)
 #
@@ -34,11 +36,14 @@ DURATION=10s
 WARMUP=3s
 ROUNDS=1
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+GATEWAY=no
+
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
     case "$1" in
         --quick) DURATION=3s WARMUP=1s ;;
+        --gateway) GATEWAY=yes ;;
         --rounds)
             [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || { echo "--rounds needs a positive number" >&2; exit 2; }
             ROUNDS=$2
@@ -110,12 +115,26 @@ wait_for_line() {
     return 1
 }
 
-log "starting skiff run --listen"
-SKIFF_DATA_DIR="$WORK/skiff-data" "$SKIFF" run --listen 127.0.0.1:0 "$WASM" \
-    >"$WORK/skiff.out" 2>"$WORK/skiff.err" &
-SKIFF_PID=$!
-line="$(wait_for_line "$SKIFF_PID" "$WORK/skiff.out" 'serving http on http://127\.0\.0\.1:[0-9]+')"
-SKIFF_URL="http://${line##*http://}/"
+if [[ $GATEWAY == yes ]]; then
+    SKIFF_SIDE="skiff serve (gateway)"
+    log "starting skiff serve and deploying the component as a function"
+    SKIFF_DATA_DIR="$WORK/skiff-data" "$SKIFF" serve --gateway 127.0.0.1:0 \
+        --socket "$WORK/skiff.sock" >"$WORK/skiff.out" 2>"$WORK/skiff.err" &
+    SKIFF_PID=$!
+    line="$(wait_for_line "$SKIFF_PID" "$WORK/skiff.out" 'gateway on http://127\.0\.0\.1:[0-9]+')"
+    SKIFF_URL="http://${line##*http://}/"
+    printf '[app]\nname = "bench"\n\n[function.hello]\nfile = "%s"\nroute = "/"\nmin = 1\n' \
+        "$WASM" >"$WORK/skiff.toml"
+    SKIFF_SOCKET="$WORK/skiff.sock" "$SKIFF" deploy -f "$WORK/skiff.toml" >&2
+else
+    SKIFF_SIDE="skiff run --listen"
+    log "starting skiff run --listen"
+    SKIFF_DATA_DIR="$WORK/skiff-data" "$SKIFF" run --listen 127.0.0.1:0 "$WASM" \
+        >"$WORK/skiff.out" 2>"$WORK/skiff.err" &
+    SKIFF_PID=$!
+    line="$(wait_for_line "$SKIFF_PID" "$WORK/skiff.out" 'serving http on http://127\.0\.0\.1:[0-9]+')"
+    SKIFF_URL="http://${line##*http://}/"
+fi
 
 # Port 0: the kernel picks a free port and wasmtime serve prints the one it got.
 log "starting wasmtime serve"
@@ -228,7 +247,7 @@ done
 
 # --- report -------------------------------------------------------------------------------
 echo
-echo "skiff vs wasmtime serve $WASMTIME_VERSION, http_hello.wasm, wrk $DURATION per run, median of $ROUNDS round(s)"
+echo "$SKIFF_SIDE vs wasmtime serve $WASMTIME_VERSION, http_hello.wasm, wrk $DURATION per run, median of $ROUNDS round(s)"
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "skiff:    $(pooled "$SKIFF_PID"), epoch interruption on, HTTP/1.1 + h2c (hyper-util auto)"
 echo "wasmtime: $(pooled "$WASMTIME_PID"), epoch interruption off (no --wasm-timeout), HTTP/1.1"

@@ -46,6 +46,7 @@ pub(super) async fn get(
             })
         })
         .collect();
+    answer["functions"] = json!(daemon.function_status(&name));
     Ok(Json(answer))
 }
 

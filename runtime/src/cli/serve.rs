@@ -10,6 +10,8 @@ use super::client::SocketOption;
 use crate::api::{self, ApiState, auth::Token};
 use crate::daemon::{Daemon, DaemonConfig, EVENTS_KEPT};
 use crate::gateway::{self, GatewayConfig};
+use crate::sched::capacity::Reserve;
+use crate::units::ByteSize;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,34 @@ pub struct ServeCommand {
     /// buffers at least 8192)
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
     max_header_bytes: usize,
+
+    /// CPU kept back from workloads for the host, in CPUs (`0.5`) or millicores (`500m`)
+    #[arg(long, value_name = "CPU", default_value = "100m", value_parser = parse_cpu)]
+    reserve_cpu: u64,
+
+    /// Memory kept back from workloads for the host, on top of 10% of the machine's
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    reserve_memory: ByteSize,
+
+    /// Size the node as if the machine had this much memory (tests and benchmarks of
+    /// memory pressure); default: the machine's MemTotal
+    #[arg(long, value_name = "SIZE", hide = true)]
+    capacity_memory: Option<ByteSize>,
+}
+
+/// `500m` or `0.5` (CPUs) as millicores.
+fn parse_cpu(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a CPU amount; write `500m` or `0.5`");
+    match text.strip_suffix('m') {
+        Some(millis) => millis.parse().map_err(|_| bad()),
+        None => {
+            let cpus: f64 = text.parse().map_err(|_| bad())?;
+            if !(0.0..=1e6).contains(&cpus) {
+                return Err(bad());
+            }
+            Ok((cpus * 1000.0).round() as u64)
+        }
+    }
 }
 
 impl ServeCommand {
@@ -82,6 +112,12 @@ impl ServeCommand {
             data_dir: data_dir.to_path_buf(),
             function_queue: self.function_queue,
             pool_instances: 1000,
+            reserve: Reserve {
+                cpu_millis: self.reserve_cpu,
+                memory_bytes: self.reserve_memory.0,
+                ..Reserve::default()
+            },
+            capacity_memory: self.capacity_memory.map(|m| m.0),
         })?);
         let socket = self.socket.path();
         let control = api::bind(&socket)?;
@@ -147,6 +183,7 @@ impl ServeCommand {
         let restoring = Arc::clone(&daemon);
         let served = tokio::task::spawn_blocking(move || restoring.restore()).await??;
         tracing::info!(functions = served, "serving");
+        daemon.start();
         tokio::spawn(trim_events(Arc::clone(&daemon)));
         let config = GatewayConfig {
             header_timeout: self.header_timeout,
@@ -216,5 +253,22 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu;
+
+    #[test]
+    fn cpu_amounts_read_as_millicores() {
+        assert_eq!(parse_cpu("100m"), Ok(100));
+        assert_eq!(parse_cpu("0.5"), Ok(500));
+        assert_eq!(parse_cpu("2"), Ok(2000));
+        let error = parse_cpu("half").unwrap_err();
+        assert!(error.contains("`half` is not a CPU amount"), "{error}");
+        assert!(error.contains("write `500m` or `0.5`"), "{error}");
+        assert!(parse_cpu("-1").is_err());
+        assert!(parse_cpu("1.5m").is_err());
     }
 }

@@ -1,16 +1,17 @@
 //! Turning a deployed [`FunctionSpec`] into something the router can call: the program
-//! compiled through the shared engine and linked once ([`HttpFunction::prepare`]), its grants,
-//! its limits and its request slots.
+//! compiled through the shared engine, its grants, its limits and its request slots, as a
+//! [`FunctionTarget`] (which links it, and keeps it warm or at zero).
 //!
 //! This is the per-deploy phase; each request then only instantiates (see `wasm::http`).
 
 use super::DaemonError;
+use super::capacity::NodeLedger;
+use super::target::{FunctionTarget, Parts};
 use crate::app::{FunctionSpec, Source, VolumeSource};
 use crate::oci::local::LocalImages;
 use crate::sched::function::{FunctionSlots, SlotsConfig};
 use crate::wasm::capabilities::{Capabilities, Preopen, Stdio};
 use crate::wasm::engine::WasmEngine;
-use crate::wasm::http::HttpFunction;
 use crate::wasm::limits::Limits;
 use crate::wasm::{Program, WasmError, WasmKind};
 use std::path::{Path, PathBuf};
@@ -20,22 +21,14 @@ use std::time::Duration;
 /// What a full function tells a refused request to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One function, ready to serve.
-pub struct FunctionTarget {
-    /// `app/function`, for messages.
-    pub name: String,
-    pub function: HttpFunction,
-    pub slots: Arc<FunctionSlots>,
-    /// How long a request waits in the queue for a slot: the function's own timeout.
-    pub queue_timeout: Duration,
-}
-
 /// Everything preparing a function needs from the node.
 pub struct Preparer {
     pub engine: Arc<WasmEngine>,
     pub data_dir: PathBuf,
     /// Requests that may wait per function when all its slots are busy.
     pub queue: usize,
+    /// The node's ledger, where warm functions hold their memory.
+    pub ledger: Arc<NodeLedger>,
 }
 
 impl Preparer {
@@ -43,7 +36,7 @@ impl Preparer {
     /// cold cache, so async callers run it on a blocking thread.
     #[tracing::instrument(skip_all, fields(app = app, function = name), err)]
     pub fn prepare(
-        &self,
+        self: &Arc<Self>,
         app: &str,
         name: &str,
         spec: &FunctionSpec,
@@ -59,22 +52,32 @@ impl Preparer {
             memory: spec.memory,
             timeout: Some(spec.timeout),
         };
-        let function = HttpFunction::prepare(Arc::clone(&self.engine), &program, caps, limits)
-            .map_err(failed)?;
+        caps.validate().map_err(failed)?;
         let max = (spec.max as usize).saturating_mul(spec.concurrency as usize);
-        Ok(FunctionTarget {
-            name: format!("{app}/{name}"),
-            function,
+        FunctionTarget::new(Parts {
+            app: app.to_string(),
+            function: name.to_string(),
+            spec: spec.clone(),
+            program,
+            caps,
+            limits,
             slots: FunctionSlots::new(SlotsConfig {
                 max,
                 queue: self.queue,
                 retry_after: RETRY_AFTER,
             }),
-            queue_timeout: spec.timeout,
+            preparer: Arc::clone(self),
+            ledger: Arc::clone(&self.ledger),
         })
     }
 
-    fn load(&self, app: &str, name: &str, spec: &FunctionSpec) -> Result<Program, DaemonError> {
+    /// The function's compiled code, from its file or image (through the compile cache).
+    pub(super) fn load(
+        &self,
+        app: &str,
+        name: &str,
+        spec: &FunctionSpec,
+    ) -> Result<Program, DaemonError> {
         let failed = |error: WasmError| DaemonError::Function {
             app: app.to_string(),
             function: name.to_string(),

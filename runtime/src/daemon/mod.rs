@@ -5,14 +5,19 @@
 //! (`wasm`) and swaps the gateway's routes ([`router`]). On start it reads every app back from
 //! the store and serves it again, which is what makes a `kill -9` and a restart lose nothing.
 //!
-//! Services and jobs run as Linux containers under [`services`]: supervised, health-checked,
-//! routed through the gateway and adopted again after a restart. The daemon does not own the
-//! sockets (the CLI binds them) nor the HTTP surface (`api`).
+//! Functions scale per request and to zero ([`target`]); every warm function holds memory in
+//! the node's one ledger ([`capacity`], `Daemon::ledger`), which also refuses at deploy what
+//! could never fit. Services and jobs run as Linux containers under [`services`]: supervised,
+//! health-checked, routed through the gateway and adopted again after a restart. The daemon
+//! does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
 
+pub mod body;
+pub mod capacity;
 mod control;
 pub mod functions;
 pub mod router;
 pub mod services;
+pub mod target;
 
 pub use control::{EVENTS_KEPT, MAX_SERVICE_REPLICAS, ScaleChange};
 
@@ -21,11 +26,13 @@ use crate::oci::local::ImagesError;
 use crate::state::{self, AppRecord, StateError, Store, WorkloadRecord};
 use crate::wasm::WasmError;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
-use functions::{FunctionTarget, Preparer};
+use capacity::NodeLedger;
+use functions::Preparer;
 use router::{Route, Router, Target};
 use services::{ServiceRoute, WorkloadError, Workloads};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use target::FunctionTarget;
 
 /// Why the daemon refused or failed a request. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +111,21 @@ pub enum DaemonError {
     #[error("the wasm engine: {0}")]
     Engine(Box<WasmError>),
 
+    #[error(
+        "function {app}/{function} asks for {asked} of memory (memory × max(min, 1)) but the \
+         node has {allocatable} for workloads after the reserve; lower `memory` or `min` in the \
+         manifest, or the reserve (`skiff serve --reserve-memory`); nothing was changed"
+    )]
+    TooLarge {
+        app: String,
+        function: String,
+        asked: crate::sched::capacity::Bytes,
+        allocatable: crate::sched::capacity::Bytes,
+    },
+
+    #[error("cannot size the node: {0}")]
+    Capacity(#[from] crate::sched::capacity::CapacityError),
+
     #[error(transparent)]
     State(#[from] StateError),
 
@@ -122,6 +144,10 @@ pub struct DaemonConfig {
     pub function_queue: usize,
     /// Instances the pooling allocator reserves room for, across all functions.
     pub pool_instances: u32,
+    /// What the node keeps back from workloads.
+    pub reserve: crate::sched::capacity::Reserve,
+    /// Pretend the machine has this much memory (tests and benchmarks of pressure).
+    pub capacity_memory: Option<u64>,
 }
 
 /// What a deploy did.
@@ -135,9 +161,10 @@ pub struct Deployed {
 /// The running daemon's state: the store, the engine and the gateway's routes.
 pub struct Daemon {
     store: Arc<Store>,
-    preparer: Preparer,
+    preparer: Arc<Preparer>,
     workloads: Workloads,
     router: Arc<Router>,
+    capacity: Arc<NodeLedger>,
     /// One deploy, removal or scale at a time, so the diff, the store and the routes agree.
     changes: tokio::sync::Mutex<()>,
     /// Announces stored `skiff scale` changes to the supervisors (see `control`).
@@ -156,6 +183,10 @@ impl Daemon {
         let engine = WasmEngine::new(&engine_config, config.data_dir.join("cache/wasm"))
             .map_err(|e| DaemonError::Engine(Box::new(e)))?;
         let engine = Arc::new(engine);
+        let capacity = Arc::new(NodeLedger::new(node_capacity(config)?, Arc::clone(&engine)));
+        let router = Arc::new(Router::default());
+        capacity.set_router(&router);
+        tracing::info!(node = ?capacity.node(), "node sized");
         Ok(Self {
             workloads: Workloads::new(
                 config.data_dir.clone(),
@@ -163,15 +194,42 @@ impl Daemon {
                 Arc::clone(&engine),
             ),
             store,
-            preparer: Preparer {
+            preparer: Arc::new(Preparer {
                 engine,
                 data_dir: config.data_dir.clone(),
                 queue: config.function_queue,
-            },
-            router: Arc::new(Router::default()),
+                ledger: Arc::clone(&capacity),
+            }),
+            router,
+            capacity,
             changes: tokio::sync::Mutex::new(()),
             scales: control::scale_channel(),
         })
+    }
+
+    /// The node's one ledger, for every executor (see [`capacity`]).
+    pub fn ledger(&self) -> &Arc<NodeLedger> {
+        &self.capacity
+    }
+
+    /// What waits for capacity now, with the reason.
+    pub fn pending(&self) -> Vec<crate::sched::ledger::PendingView> {
+        self.capacity.pending()
+    }
+
+    /// Starts the background work of a serving daemon: scaling idle functions to zero.
+    pub fn start(self: &Arc<Self>) {
+        capacity::spawn_reaper(self);
+    }
+
+    /// The app's running functions: warm or at zero, and instances now.
+    pub fn function_status(&self, app: &str) -> Vec<target::FunctionStatus> {
+        (self.router.app_routes(app).iter())
+            .filter_map(|route| match &route.target {
+                Target::Function(target) => Some(target.status()),
+                Target::Service(_) => None,
+            })
+            .collect()
     }
 
     /// The gateway's handler.
@@ -259,6 +317,7 @@ impl Daemon {
         });
         let diff = app::diff(old.as_ref(), &spec);
         self.check_routes(&spec)?;
+        self.check_fits(&spec)?;
         let images = {
             let (daemon, spec) = (Arc::clone(self), spec.clone());
             tokio::task::spawn_blocking(move || daemon.workloads.resolve(&spec)).await??
@@ -323,6 +382,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// Refuses a function whose warm instances could never fit the node.
+    fn check_fits(&self, spec: &AppSpec) -> Result<()> {
+        use crate::sched::capacity::Bytes;
+        let allocatable = self.capacity.node().allocatable.memory_bytes;
+        for (name, function) in &spec.functions {
+            let asked = target::Scale::of(function).requests().memory_bytes;
+            if asked > allocatable {
+                return Err(DaemonError::TooLarge {
+                    app: spec.name.clone(),
+                    function: name.clone(),
+                    asked: Bytes(asked),
+                    allocatable: Bytes(allocatable),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The app's routes: running functions whose spec did not change are kept (with their
     /// slots and in-flight requests); the others are prepared afresh.
     fn prepare_app(&self, spec: &AppSpec, old: Option<&AppSpec>) -> Result<Vec<Route>> {
@@ -374,6 +451,9 @@ impl Daemon {
                 name: name.to_string(),
             });
         }
+        for route in self.router.app_routes(name) {
+            crate::metrics::global().forget(name, &route.function);
+        }
         self.router.set_app(name, None);
         for retired in self.workloads.retire(name, None) {
             let _ = retired.await;
@@ -397,6 +477,22 @@ impl Daemon {
         }
         tracing::info!(app, kind, "app changed");
     }
+}
+
+/// The machine as detected (or with a test's memory), minus the configured reserve.
+fn node_capacity(config: &DaemonConfig) -> Result<crate::sched::capacity::NodeCapacity> {
+    use crate::sched::capacity::NodeCapacity;
+    let detected = NodeCapacity::detect(&config.reserve)?;
+    Ok(match config.capacity_memory {
+        Some(memory_bytes) => {
+            let total = crate::sched::capacity::Capacity {
+                memory_bytes,
+                ..detected.total
+            };
+            NodeCapacity::new(total, &config.reserve)
+        }
+        None => detected,
+    })
 }
 
 fn stored_spec(record: &AppRecord) -> Result<AppSpec> {

@@ -3,16 +3,19 @@
 //! The table is immutable once built; a deploy builds a new one and swaps it in whole, so a
 //! request sees either the old routes or the new ones, never half of each. The hot path takes
 //! a read lock only long enough to clone an `Arc` (never across an await), matches, takes a
-//! slot from the function's [`FunctionSlots`](crate::sched::function::FunctionSlots) and
-//! runs the request in a fresh instance. The slot is held until the response head is ready;
-//! a body the guest still streams after that does not count against `max × concurrency`.
+//! slot from the function's [`FunctionSlots`](crate::sched::function::FunctionSlots), finds
+//! the function warm or cold-starts it ([`FunctionTarget::ready`]) and runs the request in a
+//! fresh instance. The slot is held until the response body ends or is dropped
+//! ([`Guarded`]), so a body the guest still streams counts against `max × concurrency`.
 
-use super::functions::FunctionTarget;
+use super::body::{Guarded, InFlight};
 use super::services::proxy::ServiceTarget;
+use super::target::{ColdStartError, FunctionTarget};
 use crate::instance::{Body, HttpHandler, text_response};
 use http::{HeaderValue, StatusCode};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// One function's or routed service's place in the table.
 #[derive(Clone)]
@@ -98,6 +101,16 @@ impl Router {
         self.current().apps.get(app).cloned().unwrap_or_default()
     }
 
+    /// Every routed function.
+    pub fn targets(&self) -> Vec<Arc<FunctionTarget>> {
+        (self.current().table.iter())
+            .filter_map(|route| match &route.target {
+                Target::Function(target) => Some(Arc::clone(target)),
+                Target::Service(_) => None,
+            })
+            .collect()
+    }
+
     /// Another app's route with the same prefix and host, which would make routing ambiguous.
     pub fn conflict(&self, app: &str, prefix: &str, host: Option<&str>) -> Option<Route> {
         let prefix = prefix.trim_end_matches('/');
@@ -145,31 +158,54 @@ impl HttpHandler for Router {
         else {
             return text_response(
                 StatusCode::NOT_FOUND,
-                format!("no function is routed at {path}; see `skiff apps`\n"),
+                format!("nothing is routed at {path}; see `skiff apps`\n"),
             );
         };
         let target = match target {
             Target::Function(target) => target,
             Target::Service(service) => return service.handle(request).await,
         };
-        match target.slots.acquire(target.queue_timeout).await {
-            Ok(_slot) => target.function.handle(request).await,
+        let slot = match target.slots.acquire(target.queue_timeout).await {
+            Ok(slot) => slot,
             Err(busy) => {
                 tracing::debug!(error = %busy, path, "function busy");
-                let mut response = text_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("function {} is busy; retry shortly\n", target.name),
-                );
-                let seconds = busy.retry_after().as_secs_f64().ceil().max(1.0) as u64;
-                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                    response
-                        .headers_mut()
-                        .insert(http::header::RETRY_AFTER, value);
-                }
-                response
+                let text = format!("function {} is busy; retry shortly\n", target.name);
+                return unavailable(&target, text, busy.retry_after());
             }
-        }
+        };
+        let in_flight = InFlight::new(&target.metrics.in_flight);
+        let warm = match target.ready().await {
+            Ok(warm) => warm,
+            Err(error) => {
+                tracing::warn!(%error, path, "cold start failed");
+                // Capacity is the client's business; why linking failed (paths...) is the log's.
+                let text = match error {
+                    ColdStartError::NoCapacity { .. } => format!("{error}\n"),
+                    ColdStartError::Prepare(_) => format!(
+                        "function {} could not start; the daemon's log says why\n",
+                        target.name
+                    ),
+                };
+                return unavailable(&target, text, Duration::from_secs(1));
+            }
+        };
+        let response = warm.function.handle(request).await;
+        target.metrics.request(response.status().as_u16());
+        response.map(|body| Guarded::wrap(body, (slot, in_flight, warm)))
     }
+}
+
+/// 503 with `Retry-After`, counted.
+fn unavailable(target: &FunctionTarget, text: String, retry: Duration) -> http::Response<Body> {
+    target.metrics.request(503);
+    let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, text);
+    let seconds = retry.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 #[cfg(test)]

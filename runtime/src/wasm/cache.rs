@@ -9,9 +9,11 @@
 
 use super::{Code, WasmError, WasmKind};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::Module;
@@ -30,6 +32,9 @@ pub struct CacheStats {
 
 pub(crate) struct CompileCache {
     dir: PathBuf,
+    /// Code already loaded in this process, by wasm digest: a second function of the same
+    /// wasm shares the first one's code (one mmap) instead of reading and mapping it again.
+    loaded: Mutex<HashMap<String, Code>>,
     hits: AtomicU64,
     misses: AtomicU64,
     rebuilds: AtomicU64,
@@ -45,6 +50,7 @@ impl CompileCache {
     pub(crate) fn new(root: PathBuf, engine: &Engine) -> Self {
         Self {
             dir: root.join(fingerprint(engine)),
+            loaded: Mutex::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
@@ -65,8 +71,55 @@ impl CompileCache {
         name: &str,
         kind: WasmKind,
         wasm: &[u8],
-    ) -> Result<Code, WasmError> {
+    ) -> Result<(String, Code), WasmError> {
         let digest = hex::encode(Sha256::digest(wasm));
+        if let Some(code) = self.loaded().get(&digest) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((digest, code.clone()));
+        }
+        let code = self.load_uncached(engine, name, kind, wasm, &digest)?;
+        self.loaded().insert(digest.clone(), code.clone());
+        Ok((digest, code))
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Code>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the in-memory index of loaded code; code a linked function still holds stays
+    /// alive with it, the rest is unmapped. Returns how many programs were dropped.
+    pub(crate) fn forget_loaded(&self) -> usize {
+        std::mem::take(&mut *self.loaded()).len()
+    }
+
+    /// Code of the wasm with sha256 `digest`, from memory or from a sound entry on disk,
+    /// without the wasm itself; `None` when neither has it (the caller loads the wasm again).
+    pub(crate) fn load_digest(
+        &self,
+        engine: &Engine,
+        kind: WasmKind,
+        digest: &str,
+    ) -> Option<Code> {
+        if let Some(code) = self.loaded().get(digest) {
+            return Some(code.clone());
+        }
+        let Entry::Sound(path) = self.check(&self.dir.join(format!("{digest}.cwasm"))) else {
+            return None;
+        };
+        let code = deserialize(engine, kind, &path).ok()?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.loaded().insert(digest.to_string(), code.clone());
+        Some(code)
+    }
+
+    fn load_uncached(
+        &self,
+        engine: &Engine,
+        name: &str,
+        kind: WasmKind,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<Code, WasmError> {
         let code_path = self.dir.join(format!("{digest}.cwasm"));
         match self.check(&code_path) {
             Entry::Sound(path) => match deserialize(engine, kind, &path) {
@@ -75,9 +128,9 @@ impl CompileCache {
                     tracing::debug!(%digest, "compile cache hit");
                     return Ok(code);
                 }
-                Err(e) => self.note_unusable(&digest, &format!("{e:#}")),
+                Err(e) => self.note_unusable(digest, &format!("{e:#}")),
             },
-            Entry::Unusable(why) => self.note_unusable(&digest, &why),
+            Entry::Unusable(why) => self.note_unusable(digest, &why),
             Entry::Missing => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%digest, "compile cache miss");

@@ -2,8 +2,10 @@
 //! deadlines, and loading programs through the compile cache.
 
 use super::cache::{CacheStats, CompileCache};
+use super::host::ComponentHost;
 use super::{Program, WasmError, WasmKind, display_name};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 use wasmtime::{Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -37,6 +39,8 @@ pub struct WasmEngine {
     engine: Engine,
     cache: CompileCache,
     epoch_tick: Duration,
+    http_linker: OnceLock<wasmtime::component::Linker<ComponentHost>>,
+    cli_linker: OnceLock<wasmtime::component::Linker<ComponentHost>>,
 }
 
 impl WasmEngine {
@@ -58,6 +62,8 @@ impl WasmEngine {
             engine,
             cache,
             epoch_tick: config.epoch_tick,
+            http_linker: OnceLock::new(),
+            cli_linker: OnceLock::new(),
         })
     }
 
@@ -112,8 +118,43 @@ impl WasmEngine {
         kind: WasmKind,
         bytes: &[u8],
     ) -> Result<Program, WasmError> {
-        let code = self.cache.load(&self.engine, &name, kind, bytes)?;
-        Ok(Program { name, code })
+        let (digest, code) = self.cache.load(&self.engine, &name, kind, bytes)?;
+        Ok(Program { name, digest, code })
+    }
+
+    /// The program of sha256 `digest` again, from the code in memory or on disk, without
+    /// its wasm; `None` when neither has it any more (then load the wasm again).
+    pub fn load_digest(&self, name: &str, kind: WasmKind, digest: &str) -> Option<Program> {
+        let code = self.cache.load_digest(&self.engine, kind, digest)?;
+        Some(Program {
+            name: name.to_string(),
+            digest: digest.to_string(),
+            code,
+        })
+    }
+
+    /// Drops the compiled code held in memory for programs no linked function uses; it is
+    /// loaded from disk when next needed. Returns how many programs were dropped.
+    pub fn forget_loaded_code(&self) -> usize {
+        self.cache.forget_loaded()
+    }
+
+    /// The component linker (all of WASI 0.2, plus `wasi:http` when `http`), built once:
+    /// linking a function then only resolves its imports against it.
+    pub(crate) fn component_linker(
+        &self,
+        http: bool,
+    ) -> Result<&wasmtime::component::Linker<ComponentHost>, WasmError> {
+        let cell = if http {
+            &self.http_linker
+        } else {
+            &self.cli_linker
+        };
+        if let Some(linker) = cell.get() {
+            return Ok(linker);
+        }
+        let linker = super::link::component_linker(self, http)?;
+        Ok(cell.get_or_init(|| linker))
     }
 }
 

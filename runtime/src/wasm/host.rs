@@ -101,9 +101,20 @@ pub(crate) fn module_store(
     store
 }
 
-/// Sets the epoch deadline: the timeout's ticks, or effectively never.
-fn arm_deadline<T>(engine: &WasmEngine, store: &mut Store<T>, limits: &Limits) {
-    let ticks = limits.timeout.map_or(u64::MAX / 2, |t| engine.ticks_for(t));
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+/// Arms the time limit in epoch ticks, yielding to the async runtime at every tick: a guest
+/// that spins never holds a runtime worker for more than one tick (on a 2-core node two
+/// spinning guests would otherwise stall the whole gateway until their limits), and it traps
+/// once its limit's ticks have passed (`Trap::Interrupt`, reported as a time-out). Without a
+/// limit it only yields.
+fn arm_deadline<T: 'static>(engine: &WasmEngine, store: &mut Store<T>, limits: &Limits) {
+    let mut left = limits.timeout.map(|t| engine.ticks_for(t));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| match &mut left {
+        Some(0 | 1) => Err(wasmtime::Trap::Interrupt.into()),
+        Some(ticks) => {
+            *ticks -= 1;
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+        None => Ok(wasmtime::UpdateDeadline::Yield(1)),
+    });
 }

@@ -34,11 +34,7 @@ pub(crate) fn component_pre(
     component: &Component,
     http: bool,
 ) -> Result<wasmtime::component::InstancePre<ComponentHost>, WasmError> {
-    let mut linker = wasmtime::component::Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
-    if http {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
-    }
+    let linker = engine.component_linker(http)?;
     let component_type = component.component_type();
     let imports: Vec<String> = component_type
         .imports(engine.engine())
@@ -47,6 +43,19 @@ pub(crate) fn component_pre(
     linker
         .instantiate_pre(component)
         .map_err(|e| link_error(name, imports.into_iter(), e))
+}
+
+/// A fresh component linker; the engine keeps one of each (see `WasmEngine::component_linker`).
+pub(crate) fn component_linker(
+    engine: &WasmEngine,
+    http: bool,
+) -> Result<wasmtime::component::Linker<ComponentHost>, WasmError> {
+    let mut linker = wasmtime::component::Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+    if http {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
+    }
+    Ok(linker)
 }
 
 fn engine_error(e: wasmtime::Error) -> WasmError {

@@ -50,6 +50,8 @@ impl WasmKind {
 #[derive(Clone)]
 pub struct Program {
     name: String,
+    /// sha256 of the wasm, hex: the compile cache's key.
+    digest: String,
     code: Code,
 }
 
@@ -63,6 +65,11 @@ impl Program {
     /// The name used in messages: the file's name as the user typed it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// sha256 of the wasm (hex), to load its code again with `WasmEngine::load_digest`.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     pub fn kind(&self) -> WasmKind {

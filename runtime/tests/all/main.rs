@@ -19,6 +19,7 @@ mod oci;
 mod oci_runtime;
 mod registry;
 mod run;
+mod scaling;
 mod services;
 mod serving;
 mod support;
