@@ -163,6 +163,10 @@ impl IntoResponse for Failure {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "get the image or fix the workload, and deploy again; nothing was changed",
             ),
+            DaemonError::TooLarge { .. } | DaemonError::NeverFits { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "it can never fit this node; nothing was changed",
+            ),
             DaemonError::RouteTaken { .. } => (
                 StatusCode::CONFLICT,
                 "routes are unique per host across apps; nothing was changed",

@@ -10,11 +10,10 @@
 //! (`idle_pool`), then the engine's in-memory compiled code (`code_cache`, loaded again from
 //! disk when needed). Each eviction is counted in the metrics and written as an event.
 //!
-//! For the lead wiring services in: `Daemon::ledger()` hands out this [`NodeLedger`]; a service
-//! replica calls [`NodeLedger::reserve`] with `wait = true` before it starts, keeps the
-//! [`Reservation`] while it runs, and picks up reservations granted later from
-//! [`Ledger::take_admitted`] (the reaper hands function ones to their targets and drops the
-//! rest, so services must take theirs through [`NodeLedger::on_granted`]).
+//! Service instances reserve through [`NodeLedger::reserve_or_retry`] before their container
+//! starts and hold the [`Reservation`] while it runs; one that does not fit stays pending in
+//! its supervisor (with the reason, for `skiff ps`) and asks again, after the same pressure
+//! policy has had its chance to make room.
 
 use super::Daemon;
 use super::router::Router;
@@ -89,6 +88,27 @@ impl NodeLedger {
         requests: Requests,
         wait: bool,
     ) -> Result<Reservation, String> {
+        self.admit(key, requests, wait, true)
+    }
+
+    /// Reserves for a service or job instance that asks again itself while it waits: the
+    /// same pressure policy, but no place in the queue and no event per attempt (its
+    /// supervisor tells when the reason changes).
+    pub fn reserve_or_retry(
+        &self,
+        key: &InstanceKey,
+        requests: Requests,
+    ) -> Result<Reservation, String> {
+        self.admit(key, requests, false, false)
+    }
+
+    fn admit(
+        &self,
+        key: &InstanceKey,
+        requests: Requests,
+        wait: bool,
+        note: bool,
+    ) -> Result<Reservation, String> {
         let mut relieved = false;
         for _ in 0..4 {
             let admission = self.ledger.admit(key.clone(), requests);
@@ -112,7 +132,7 @@ impl NodeLedger {
                         self.relieve(key, requests);
                         continue;
                     }
-                    return Err(self.refuse(key, wait, reason.to_string()));
+                    return Err(self.refuse(key, wait, note, reason.to_string()));
                 }
                 Err(Rejection::TooLarge { .. } | Rejection::AlreadyAdmitted { .. }) => {
                     let error = admission.err().map(|e| e.to_string()).unwrap_or_default();
@@ -121,15 +141,17 @@ impl NodeLedger {
                 }
             }
         }
-        Err(self.refuse(key, wait, "still short after evicting".into()))
+        Err(self.refuse(key, wait, note, "still short after evicting".into()))
     }
 
-    fn refuse(&self, key: &InstanceKey, wait: bool, reason: String) -> String {
+    fn refuse(&self, key: &InstanceKey, wait: bool, note: bool, reason: String) -> String {
         if !wait {
             self.ledger.cancel(key);
         }
         metrics::global().decision("pending");
-        self.note(key, "pending", reason.clone());
+        if note {
+            self.note(key, "pending", reason.clone());
+        }
         metrics::global()
             .pending
             .set(self.ledger.snapshot().pending.len() as i64);

@@ -23,6 +23,9 @@ pub use control::{EVENTS_KEPT, MAX_SERVICE_REPLICAS, ScaleChange};
 
 use crate::app::{self, AppDiff, AppSpec, FunctionSpec, ManifestError};
 use crate::oci::local::ImagesError;
+use crate::sched::capacity::Resource;
+use crate::sched::key::{InstanceKey, Kind};
+use crate::sched::ledger::Rejection;
 use crate::state::{self, AppRecord, StateError, Store, WorkloadRecord};
 use crate::wasm::WasmError;
 use crate::wasm::engine::{EngineConfig, WasmEngine};
@@ -123,6 +126,12 @@ pub enum DaemonError {
         allocatable: crate::sched::capacity::Bytes,
     },
 
+    /// A service or job instance larger than the node: its message names the manifest key.
+    #[error("{error}")]
+    NeverFits {
+        error: crate::sched::ledger::Rejection,
+    },
+
     #[error("cannot size the node: {0}")]
     Capacity(#[from] crate::sched::capacity::CapacityError),
 
@@ -192,6 +201,7 @@ impl Daemon {
                 config.data_dir.clone(),
                 Arc::clone(&store),
                 Arc::clone(&engine),
+                Arc::clone(&capacity),
             ),
             store,
             preparer: Arc::new(Preparer {
@@ -395,6 +405,24 @@ impl Daemon {
                     asked: Bytes(asked),
                     allocatable: Bytes(allocatable),
                 });
+            }
+        }
+        let node = self.capacity.node().allocatable;
+        for (name, service) in &spec.services {
+            let requests = services::service_requests(service);
+            for resource in Resource::ALL {
+                let (asked, allocatable) = (requests.get(resource), node.get(resource));
+                if asked > allocatable {
+                    let key = InstanceKey::new(Kind::Service, &spec.name, name, 0);
+                    return Err(DaemonError::NeverFits {
+                        error: Rejection::TooLarge {
+                            key,
+                            resource,
+                            asked,
+                            allocatable,
+                        },
+                    });
+                }
             }
         }
         Ok(())

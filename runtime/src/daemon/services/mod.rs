@@ -14,11 +14,13 @@ pub mod proxy;
 pub mod status;
 pub mod supervisor;
 
+use super::capacity::NodeLedger;
 use crate::app::{AppSpec, ServiceScale, ServiceSpec, Source};
 use crate::linux::container::ContainerRecord;
 use crate::oci::image::ImageKind;
 use crate::oci::images::ImageRecord;
 use crate::oci::local::{ImagesError, LocalImages};
+use crate::sched::capacity::Requests;
 use crate::state::{self, AppRecord, Store, WorkloadKind};
 use crate::wasm::engine::WasmEngine;
 use crate::wasm::{Program, WasmError, WasmKind};
@@ -68,6 +70,8 @@ pub struct Context {
     pub store: Arc<Store>,
     /// Runs Wasm jobs.
     pub engine: Arc<WasmEngine>,
+    /// The node's one ledger: every service instance reserves its requests before it starts.
+    pub ledger: Arc<NodeLedger>,
 }
 
 impl Context {
@@ -91,6 +95,16 @@ impl Context {
         if let Err(error) = self.store.append_event(&event) {
             tracing::warn!(%error, app, workload, "event not recorded");
         }
+    }
+}
+
+/// What one instance of a service asks the node's ledger for: its CPU and memory requests
+/// (`cpu`, `memory`; limits default to them, see the manifest).
+pub fn service_requests(spec: &ServiceSpec) -> Requests {
+    Requests {
+        cpu_millis: spec.cpu.map_or(0, |cpu| u64::from(cpu.millicores())),
+        memory_bytes: spec.memory.map_or(0, |memory| memory.0),
+        ..Requests::ZERO
     }
 }
 
@@ -159,12 +173,18 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    pub fn new(data_dir: PathBuf, store: Arc<Store>, engine: Arc<WasmEngine>) -> Self {
+    pub fn new(
+        data_dir: PathBuf,
+        store: Arc<Store>,
+        engine: Arc<WasmEngine>,
+        ledger: Arc<NodeLedger>,
+    ) -> Self {
         Workloads {
             cx: Arc::new(Context {
                 data_dir,
                 store,
                 engine,
+                ledger,
             }),
             tasks: Mutex::new(BTreeMap::new()),
         }

@@ -10,19 +10,25 @@ use super::health::{self, Health, Tracker};
 use super::instance::{self, STOP_GRACE, Workload};
 use super::proxy::ServiceTarget;
 use super::status::{self, InstanceProgress, Progress};
-use super::{Context, service_port};
+use super::{Context, service_port, service_requests};
 use crate::app::ServiceSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
 use crate::oci::images::ImageRecord;
+use crate::sched::key::{InstanceKey, Kind};
+use crate::sched::ledger::Reservation;
 use crate::sched::service::{Backoff, RestartCounter};
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// How often exits are looked for.
 const TICK: Duration = Duration::from_millis(250);
+
+/// How soon an instance the node had no room for asks the ledger again.
+const CAPACITY_RETRY: Duration = Duration::from_secs(1);
 
 /// What a supervisor runs.
 pub struct ServiceRun {
@@ -55,10 +61,13 @@ struct Running {
     record: ContainerRecord,
     tracker: Tracker,
     next_check: Instant,
+    /// Its requests in the node's ledger, given back when this is dropped (the container is
+    /// gone). `None` for an adopted container the node no longer has room for.
+    _reservation: Option<Reservation>,
 }
 
 impl Running {
-    fn new(record: ContainerRecord, spec: &ServiceSpec) -> Self {
+    fn new(record: ContainerRecord, spec: &ServiceSpec, reservation: Option<Reservation>) -> Self {
         let mut tracker = Tracker::default();
         if spec.health.is_none() {
             // No check: healthy once running.
@@ -68,6 +77,7 @@ impl Running {
             record,
             tracker,
             next_check: Instant::now(),
+            _reservation: reservation,
         }
     }
 
@@ -155,8 +165,15 @@ impl Supervisor {
                 "adopted",
                 format!("container {} adopted after a restart", short(&record.id)),
             );
+            // It runs already: a node that shrank meanwhile is said, not enforced.
+            let reservation = self
+                .reserve()
+                .inspect_err(|reason| {
+                    tracing::warn!(container = record.id, reason, "adopted over capacity")
+                })
+                .ok();
             slot.counter.started(Instant::now());
-            slot.running = Some(Running::new(record.clone(), &self.run.spec));
+            slot.running = Some(Running::new(record.clone(), &self.run.spec, reservation));
         }
         extra
     }
@@ -221,7 +238,24 @@ impl Supervisor {
         self.event(None, kind, message);
     }
 
+    /// Reserves one instance's requests in the node's ledger, under a key of its own (two
+    /// generations' instances of one replica coexist during a rollout).
+    fn reserve(&self) -> Result<Reservation, String> {
+        static INSTANCES: AtomicU32 = AtomicU32::new(0);
+        let key = InstanceKey::new(
+            Kind::Service,
+            &self.run.app,
+            &self.run.name,
+            INSTANCES.fetch_add(1, Ordering::Relaxed),
+        );
+        (self.cx.ledger).reserve_or_retry(&key, service_requests(&self.run.spec))
+    }
+
     async fn start(&self, slot: &mut Slot) {
+        let reservation = match self.reserve() {
+            Ok(reservation) => reservation,
+            Err(reason) => return self.wait_for_capacity(slot, reason),
+        };
         let owner = Owner {
             app: self.run.app.clone(),
             workload: self.run.name.clone(),
@@ -261,7 +295,22 @@ impl Supervisor {
             ),
         );
         slot.counter.started(Instant::now());
-        slot.running = Some(Running::new(record, &self.run.spec));
+        slot.running = Some(Running::new(record, &self.run.spec, Some(reservation)));
+    }
+
+    /// No room on the node now: ask again shortly; tell `skiff ps` and the events why, once
+    /// per reason.
+    fn wait_for_capacity(&self, slot: &mut Slot, reason: String) {
+        let pending = format!("pending: {reason}");
+        if slot.pending != pending {
+            self.event(
+                None,
+                "pending",
+                format!("replica {} {pending}", slot.replica),
+            );
+            slot.pending = pending;
+        }
+        slot.start_at = Some(Instant::now() + CAPACITY_RETRY);
     }
 
     fn failed_start(&self, slot: &mut Slot, error: String) {

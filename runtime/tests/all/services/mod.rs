@@ -7,6 +7,7 @@
 //! never touch the host; the gateway is reached from inside that namespace. Every container
 //! is removed when a test ends, pass or fail (the [`Linux`] guard), and the namespace with it.
 
+mod capacity;
 mod jobs;
 mod sample;
 mod serving;
@@ -32,6 +33,11 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(netns: &Netns, linux: &Linux) -> Serve {
+        Serve::start_with(netns, linux, &[])
+    }
+
+    /// With more `skiff serve` flags.
+    pub fn start_with(netns: &Netns, linux: &Linux, extra: &[&str]) -> Serve {
         let base = linux.command();
         let mut command = Command::new("nsenter");
         command
@@ -41,6 +47,7 @@ impl Serve {
             .args(base.get_args())
             .args(["serve", "--gateway", "127.0.0.1:0", "--socket"])
             .arg(socket(linux))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
