@@ -1,5 +1,6 @@
 //! `skiff ps [-a]`: list containers, running ones unless `-a`; when a daemon answers on its
-//! socket, its services and jobs too (state, ready instances, CPU, memory, why pending).
+//! socket, its workloads too: functions (warm, at zero or pending; instances now), services
+//! and jobs (state, ready instances, CPU, memory, why pending).
 
 use super::client::{self, ClientOptions};
 use crate::linux::container::{Containers, Status, short_id};
@@ -121,8 +122,15 @@ fn workloads_table(workloads: &[Value]) -> String {
             format!("{}/{}", text("kind"), text("runtime")),
             text("state"),
             format!("{}/{}", number("ready"), number("desired")),
-            format!("{:.2}s", number("cpu_usec") as f64 / 1e6),
-            crate::units::ByteSize(number("memory_bytes")).to_string(),
+            // Function instances live inside the daemon: no cgroup of their own to read.
+            match w["runtime"].as_str() {
+                Some("wasm") => "-".to_string(),
+                _ => format!("{:.2}s", number("cpu_usec") as f64 / 1e6),
+            },
+            match w["runtime"].as_str() {
+                Some("wasm") => "-".to_string(),
+                _ => crate::units::ByteSize(number("memory_bytes")).to_string(),
+            },
             pending.join("; ")
         ));
     }

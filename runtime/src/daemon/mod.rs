@@ -454,8 +454,34 @@ impl Daemon {
     }
 
     /// Every stored service and job as it runs now (blocking: reads cgroups).
+    /// Every deployed workload with what it is doing: functions (warm or at zero, instances
+    /// now), then services and jobs (with their containers' CPU and memory). Blocking.
     pub fn workloads(&self) -> Result<Vec<services::status::WorkloadStatus>> {
-        Ok(self.workloads.status(&self.store.list_apps()?))
+        let apps = self.store.list_apps()?;
+        let mut listed = Vec::new();
+        for app in &apps {
+            for function in self.function_status(&app.name) {
+                listed.push(services::status::WorkloadStatus {
+                    app: app.name.clone(),
+                    workload: function.name,
+                    kind: "function",
+                    runtime: "wasm",
+                    state: match (&function.pending, function.warm) {
+                        (Some(_), _) => "pending".to_string(),
+                        (None, true) => "warm".to_string(),
+                        (None, false) => "scaled to zero".to_string(),
+                    },
+                    ready: function.instances,
+                    desired: function.instances,
+                    cpu_usec: 0,
+                    memory_bytes: 0,
+                    instances: Vec::new(),
+                    pending: function.pending.into_iter().collect(),
+                });
+            }
+        }
+        listed.extend(self.workloads.status(&apps));
+        Ok(listed)
     }
 
     pub fn app(&self, name: &str) -> Result<AppRecord> {

@@ -43,9 +43,9 @@ pub fn get(shared: &Shared) -> Progress {
 pub struct WorkloadStatus {
     pub app: String,
     pub workload: String,
-    /// `service` or `job`.
+    /// `function`, `service` or `job`.
     pub kind: &'static str,
-    /// The executor: always `linux` for now.
+    /// The executor: `wasm` or `linux`.
     pub runtime: &'static str,
     pub state: String,
     /// Healthy instances (services) or running ones (jobs).

@@ -35,6 +35,10 @@ fn the_mixed_sample_app_serves_its_functions_and_its_service() {
         let ps = client(linux, &["ps"]);
         let line = ps_line(&ps, "mixed/web");
         if line[2] == "running" && line[3] == "2/2" {
+            for function in ["mixed/hello", "mixed/wagi"] {
+                let line = ps_line(&ps, function);
+                assert_eq!(line[1], "function/wasm", "{}", ps.stdout);
+            }
             break;
         }
         assert!(Instant::now() < deadline, "web never 2/2:\n{}", ps.stdout);
