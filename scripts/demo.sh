@@ -59,7 +59,7 @@ export SKIFF_DATA_DIR=$work/data SKIFF_SOCKET=$work/skiff.sock
 "$skiff" serve --gateway 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.log" &
 pids+=($!)
 gateway=$(stable_line "$work/serve.out" "gateway on ")
-"$skiff" load samples/target/linux/busybox.tar
+"$skiff" load -i samples/target/linux/busybox.tar
 "$skiff" deploy -f samples/apps/mixed/skiff.toml
 for _ in $(seq 300); do
     curl -sf -o /dev/null "$gateway/index.html" && break
