@@ -13,6 +13,7 @@
 
 mod apps;
 pub mod auth;
+mod containers;
 mod events;
 pub mod metrics;
 pub mod tcp;
@@ -22,7 +23,7 @@ use axum::Json;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -105,6 +106,7 @@ impl FromRef<ApiState> for Arc<Daemon> {
 pub fn routes(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/v1/info", get(info))
+        .route("/v1/containers", post(containers::run))
         .route("/v1/apps", get(apps::list))
         .route("/v1/workloads", get(apps::workloads))
         .route(
@@ -199,6 +201,11 @@ async fn not_found() -> Response {
     )
 }
 
-async fn info() -> Json<Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "api": "v1" }))
+/// Version, and the data dir: a CLI sends containers only to the daemon of its own data dir.
+async fn info(axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": "v1",
+        "data_dir": daemon.data_dir(),
+    }))
 }

@@ -1,7 +1,10 @@
 //! `skiff run`: run a Wasm program in the foreground, or serve it over HTTP with `--listen`;
 //! or run a Linux image as a container (`run/linux.rs`). Which one is decided by the image.
 
+mod daemon;
 mod linux;
+
+pub use daemon::CliRunner;
 
 pub use linux::exit_code_for;
 
@@ -68,6 +71,11 @@ pub struct RunCommand {
     #[command(flatten)]
     registry: RegistryOptions,
 
+    /// Where a running `skiff serve` is: `run -d` of a Linux image goes through the daemon
+    /// of this data dir when one answers
+    #[command(flatten)]
+    daemon: super::client::ClientOptions,
+
     /// The .wasm file, or the Wasm image (pulled first when not stored)
     #[arg(value_name = "FILE|IMAGE")]
     target: String,
@@ -105,6 +113,11 @@ impl RunCommand {
             Some(record) if record.kind == ImageKind::Linux => {
                 drop(runtime);
                 self.check_linux_flags()?;
+                if self.linux.detach
+                    && let Some(endpoint) = daemon::daemon_of(&self.daemon, data_dir)
+                {
+                    return daemon::send(&endpoint);
+                }
                 linux::run(self, record, data_dir)
             }
             image => {

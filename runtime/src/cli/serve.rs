@@ -119,6 +119,7 @@ impl ServeCommand {
             },
             capacity_memory: self.capacity_memory.map(|m| m.0),
         })?);
+        daemon.set_container_runner(Box::new(super::run::CliRunner));
         let socket = self.socket.path();
         let control = api::bind(&socket)?;
         let gateway_listener = listen(self.gateway, "--gateway").await?;

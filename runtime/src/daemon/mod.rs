@@ -13,6 +13,7 @@
 
 pub mod body;
 pub mod capacity;
+pub mod containers;
 mod control;
 pub mod functions;
 pub mod router;
@@ -174,6 +175,8 @@ pub struct Daemon {
     workloads: Workloads,
     router: Arc<Router>,
     capacity: Arc<NodeLedger>,
+    /// `skiff run -d` through the daemon.
+    containers: containers::ContainerHost,
     /// One deploy, removal or scale at a time, so the diff, the store and the routes agree.
     changes: tokio::sync::Mutex<()>,
     /// Announces stored `skiff scale` changes to the supervisors (see `control`).
@@ -203,6 +206,11 @@ impl Daemon {
                 Arc::clone(&engine),
                 Arc::clone(&capacity),
             ),
+            containers: containers::ContainerHost::new(
+                config.data_dir.clone(),
+                Arc::clone(&capacity),
+                Arc::clone(&store),
+            ),
             store,
             preparer: Arc::new(Preparer {
                 engine,
@@ -215,6 +223,25 @@ impl Daemon {
             changes: tokio::sync::Mutex::new(()),
             scales: control::scale_channel(),
         })
+    }
+
+    /// Lets the daemon start containers for `skiff run -d`; `skiff serve` installs the CLI's
+    /// reading of `run`'s flags.
+    pub fn set_container_runner(&self, runner: Box<dyn containers::ContainerRunner>) {
+        self.containers.set_runner(runner);
+    }
+
+    /// Admits and starts a detached container; its id. Blocking.
+    pub fn run_container(
+        &self,
+        request: &containers::RunRequest,
+    ) -> std::result::Result<String, containers::RunRefused> {
+        self.containers.run(request)
+    }
+
+    /// Where this daemon keeps its state, images and containers.
+    pub fn data_dir(&self) -> &Path {
+        &self.preparer.data_dir
     }
 
     /// The node's one ledger, for every executor (see [`capacity`]).

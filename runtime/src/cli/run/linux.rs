@@ -23,7 +23,7 @@ const EXIT_CANNOT_EXEC: i32 = 127;
 pub struct LinuxFlags {
     /// Run in the background and print the container's id
     #[arg(short = 'd', long)]
-    detach: bool,
+    pub(super) detach: bool,
 
     /// Remove the container when it exits
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct LinuxFlags {
 
     /// Name the container [default: skiff-<first 8 digits of its id>]
     #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+    pub(super) name: Option<String>,
 
     /// Working directory inside the container [default: the image's WorkingDir, else /]
     #[arg(short = 'w', long, value_name = "DIR")]
@@ -51,7 +51,7 @@ pub struct LinuxFlags {
 
     /// CPUs the container may use, e.g. 0.5 or 2 [default: no limit]
     #[arg(long, value_name = "N")]
-    cpus: Option<f64>,
+    pub(super) cpus: Option<f64>,
 
     /// Most processes the container may have [default: no limit]
     #[arg(long, value_name = "N")]
@@ -105,12 +105,34 @@ impl LinuxFlags {
     }
 }
 
-pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::Result<i32> {
+/// How a detached start went.
+pub enum Detached {
+    /// Running; its id.
+    Started(String),
+    /// Its command could not start; `code` is what `skiff run` exits with.
+    Failed { code: i32, message: String },
+}
+
+/// Creates the container and starts it under a detached monitor.
+pub fn run_detached(
+    command: &RunCommand,
+    image: ImageRecord,
+    data_dir: &Path,
+) -> anyhow::Result<Detached> {
+    let created = launch::create(data_dir, &describe(command, image)?)?;
+    match launch::start_detached(data_dir, &created) {
+        Ok(_monitor) => Ok(Detached::Started(created.id)),
+        Err(LaunchError::Failed { code, message }) => Ok(Detached::Failed { code, message }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe(command: &RunCommand, image: ImageRecord) -> anyhow::Result<Launch> {
     let flags = &command.linux;
-    let launch = Launch {
+    Ok(Launch {
         image,
         name: flags.name.clone(),
-        options: run_options(&command)?,
+        options: run_options(command)?,
         user: flags.user.clone(),
         network: flags.net,
         publish: flags.publish.clone(),
@@ -119,21 +141,23 @@ pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::
             max_expanded_bytes: flags.max_layer_size.0,
         },
         owner: None,
-    };
-    let created = launch::create(data_dir, &launch)?;
-    if flags.detach {
-        return match launch::start_detached(data_dir, &created) {
-            Ok(_monitor) => {
-                println!("{}", created.id);
+    })
+}
+
+pub fn run(command: RunCommand, image: ImageRecord, data_dir: &Path) -> anyhow::Result<i32> {
+    if command.linux.detach {
+        return match run_detached(&command, image, data_dir)? {
+            Detached::Started(id) => {
+                println!("{id}");
                 Ok(0)
             }
-            Err(LaunchError::Failed { code, message }) => {
+            Detached::Failed { code, message } => {
                 eprintln!("skiff: error: {message}");
                 Ok(code)
             }
-            Err(e) => Err(e.into()),
         };
     }
+    let created = launch::create(data_dir, &describe(&command, image)?)?;
     let output = Output {
         mirror: true,
         forward_signals: true,

@@ -91,3 +91,62 @@ fn an_idle_function_makes_room_for_a_service_and_a_service_without_room_waits() 
     client(linux, &["apps", "rm", "big"]).expect_code(0);
     client(linux, &["apps", "rm", "fn"]).expect_code(0);
 }
+
+#[test]
+fn run_d_goes_through_the_daemon_and_its_ledger() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let _serve = Serve::start_with(netns, linux, SMALL_NODE);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "-d"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"]);
+        client(linux, &all)
+    };
+
+    // Larger than the node: refused with the flag to lower, nothing created.
+    run(&["--name", "huge", "-m", "2g"])
+        .expect_code(125)
+        .stderr_has("container huge asks for 2 GiB of memory, more than the node's 921.6 MiB")
+        .stderr_has("lower -m");
+    assert!(linux.ids().is_empty(), "{:?}", linux.ids());
+
+    // One that fits runs, started by the daemon (its event says so) in the daemon's network.
+    let started = run(&["--name", "web1", "-m", "600m"]);
+    started.expect_code(0);
+    let id = started.stdout.trim().to_string();
+    assert_eq!(linux.ids(), std::slice::from_ref(&id));
+    client(linux, &["events"])
+        .expect_code(0)
+        .stdout_has(&format!("container {id} started"));
+    let deadline = Instant::now() + WAIT;
+    while linux.record(&id)["status"] != "running" {
+        assert!(Instant::now() < deadline, "{id} never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let address = linux.record(&id)["address"].as_str().unwrap().to_string();
+    assert!(address.starts_with("10.89."), "{address}");
+
+    // Beside it, a second 600 MiB does not fit now: refused with the shortfall.
+    run(&["--name", "web2", "-m", "600m"])
+        .expect_code(125)
+        .stderr_has("container web2 does not fit the node now (waiting for 600 MiB of memory");
+    assert_eq!(linux.ids(), std::slice::from_ref(&id), "nothing created");
+
+    // When web1 is gone, its room is given back (bounded wait: the daemon polls its exit).
+    client(linux, &["rm", "-f", "web1"]).expect_code(0);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let second = run(&["--name", "web2", "-m", "600m"]);
+        if second.code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room never freed: {}",
+            second.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client(linux, &["rm", "-f", "web2"]).expect_code(0);
+}
