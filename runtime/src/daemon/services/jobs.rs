@@ -9,6 +9,9 @@ use super::{Context, JobCode};
 use crate::app::JobSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
 use crate::oci::images::ImageRecord;
+use crate::sched::capacity::Requests;
+use crate::sched::key::{InstanceKey, Kind};
+use crate::sched::ledger::Reservation;
 use crate::sched::service::Backoff;
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 use crate::wasm::Program;
@@ -16,6 +19,7 @@ use crate::wasm::capabilities::{Capabilities, Stdio};
 use crate::wasm::command;
 use crate::wasm::limits::Limits;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -146,6 +150,15 @@ async fn in_container(
     stop: &mut watch::Receiver<bool>,
 ) -> Outcome {
     let event = |kind: &str, message: String| cx.event(&run.app, &run.name, None, kind, message);
+    // Held until the run's container is removed. An adopted run is already running: a node
+    // that shrank meanwhile is said, not enforced.
+    let _reservation = match &adopt {
+        Some(_) => reserve(cx, run).ok(),
+        None => match wait_for_room(cx, run, stop).await {
+            Some(reservation) => Some(reservation),
+            None => return Outcome::Stopped,
+        },
+    };
     let record = match adopt {
         Some(record) => {
             event("adopted", format!("run {} adopted", short(&record.id)));
@@ -172,6 +185,57 @@ async fn in_container(
     };
     remove(cx, &record).await;
     outcome
+}
+
+/// Reserves the job's `memory` in the node's ledger, under a key of its own.
+fn reserve(cx: &Context, run: &JobRun) -> Result<Reservation, String> {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let key = InstanceKey::new(
+        Kind::Job,
+        &run.app,
+        &run.name,
+        RUNS.fetch_add(1, Ordering::Relaxed),
+    );
+    let requests = Requests {
+        memory_bytes: run.spec.memory.map_or(0, |m| m.0),
+        ..Requests::ZERO
+    };
+    cx.ledger.reserve_or_retry(&key, requests)
+}
+
+/// Waits, asking the ledger every second, until the node has room for the run; `None` when
+/// `stop` turned true first. The wait shows in `skiff ps` and once in the events.
+async fn wait_for_room(
+    cx: &Context,
+    run: &JobRun,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Reservation> {
+    let mut told = None;
+    loop {
+        match reserve(cx, run) {
+            Ok(reservation) => return Some(reservation),
+            Err(reason) => {
+                let pending = format!("pending: {reason}");
+                if told.as_ref() != Some(&pending) {
+                    cx.event(&run.app, &run.name, None, "pending", pending.clone());
+                    status::set(
+                        &run.progress,
+                        Progress {
+                            state: "pending".into(),
+                            desired: 1,
+                            instances: Vec::new(),
+                            pending: vec![pending.clone()],
+                        },
+                    );
+                    told = Some(pending);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
+    }
 }
 
 /// One run of a Wasm job in this process, as `skiff run` runs a command: env from the spec,

@@ -150,3 +150,42 @@ fn run_d_goes_through_the_daemon_and_its_ledger() {
     }
     client(linux, &["rm", "-f", "web2"]).expect_code(0);
 }
+
+#[test]
+fn a_job_without_room_waits_until_room_frees() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let _serve = Serve::start_with(netns, linux, SMALL_NODE);
+    let dir = tempfile::tempdir().unwrap();
+    deploy(linux, dir.path(), &service("web", "600MiB", "/")).expect_code(0);
+    let job = "[app]\nname = \"batch\"\n\n[job.once]\nimage = \"localhost/skiff/busybox:latest\"\n\
+               command = [\"true\"]\nmemory = \"600MiB\"\n";
+    let other = tempfile::tempdir().unwrap();
+    deploy(linux, other.path(), job).expect_code(0);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ps = client(linux, &["ps"]);
+        if ps_line(&ps, "batch/once")[2] == "pending" {
+            assert!(
+                ps.stdout.contains("waiting for 600 MiB of memory"),
+                "{}",
+                ps.stdout
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never pending:\n{}", ps.stdout);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    client(linux, &["apps", "rm", "web"]).expect_code(0);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = client(linux, &["events", "--app", "batch"]);
+        if events.stdout.contains("succeeded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ran:\n{}", events.stdout);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client(linux, &["apps", "rm", "batch"]).expect_code(0);
+}
