@@ -260,6 +260,7 @@ impl RunCommand {
             env,
             preopens: self.volumes.iter().chain(&self.dirs).cloned().collect(),
             stdio: Stdio::Closed,
+            outbound: Default::default(),
         })
     }
 }

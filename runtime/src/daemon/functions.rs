@@ -13,6 +13,7 @@ use crate::sched::function::{FunctionSlots, SlotsConfig};
 use crate::wasm::capabilities::{Capabilities, Preopen, Stdio};
 use crate::wasm::engine::WasmEngine;
 use crate::wasm::limits::Limits;
+use crate::wasm::outbound::OutboundPolicy;
 use crate::wasm::{Program, WasmError, WasmKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,6 +141,13 @@ impl Preparer {
                 .collect(),
             preopens,
             stdio: Stdio::Log,
+            outbound: OutboundPolicy::parse(&spec.allowed_outbound_hosts).map_err(|error| {
+                DaemonError::Function {
+                    app: app.to_string(),
+                    function: name.to_string(),
+                    error: Box::new(error),
+                }
+            })?,
         })
     }
 

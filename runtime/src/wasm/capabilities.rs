@@ -97,6 +97,8 @@ pub struct Capabilities {
     pub env: Vec<(String, String)>,
     pub preopens: Vec<Preopen>,
     pub stdio: Stdio,
+    /// Where outbound HTTP may go; empty (the default) denies it all.
+    pub outbound: super::outbound::OutboundPolicy,
 }
 
 impl Capabilities {

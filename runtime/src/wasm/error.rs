@@ -72,6 +72,9 @@ pub enum WasmError {
         reason: String,
     },
 
+    #[error("allowed outbound host `{entry}`: {reason}")]
+    Outbound { entry: String, reason: String },
+
     #[error("compile cache {path}: {error}; check that the data dir is writable")]
     Cache { path: PathBuf, error: io::Error },
 

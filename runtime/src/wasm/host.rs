@@ -4,18 +4,19 @@ use super::WasmError;
 use super::capabilities::Capabilities;
 use super::engine::WasmEngine;
 use super::limits::{Limits, StoreLimiter};
+use super::outbound::OutboundPolicy;
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Host state of a component instance: WASI 0.2, wasi:http, limits.
 pub(crate) struct ComponentHost {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    outbound: DenyOutbound,
+    outbound: OutboundPolicy,
     pub(crate) limiter: StoreLimiter,
 }
 
@@ -44,28 +45,6 @@ impl WasiHttpView for ComponentHost {
     }
 }
 
-/// Outbound HTTP from guests: denied until allow-lists arrive with app manifests.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        tracing::debug!(uri = %request.uri(), "outbound request denied");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 /// Builds a store for one component instance with these grants and limits.
 pub(crate) fn component_store(
     engine: &WasmEngine,
@@ -76,7 +55,7 @@ pub(crate) fn component_store(
         wasi: caps.wasi_builder()?.build(),
         table: ResourceTable::new(),
         http: WasiHttpCtx::new(),
-        outbound: DenyOutbound,
+        outbound: caps.outbound.clone(),
         limiter: StoreLimiter::new(limits),
     };
     let mut store = Store::new(engine.engine(), host);

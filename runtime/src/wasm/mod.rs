@@ -17,6 +17,7 @@ mod host;
 pub mod http;
 pub mod limits;
 mod link;
+pub mod outbound;
 mod wagi;
 
 pub use error::{Result, WasmError, exit_code};

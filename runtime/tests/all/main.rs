@@ -17,6 +17,7 @@ mod linux;
 mod observe;
 mod oci;
 mod oci_runtime;
+mod outbound;
 mod registry;
 mod run;
 mod scaling;

@@ -11,6 +11,9 @@
 //!   and request timeouts),
 //! * `/hog`: allocates and touches 1 MiB chunks until the allocator fails
 //!   (tests memory limits; ends in a trap when `memory.grow` is refused),
+//! * `.../fetch?url=http://HOST[:PORT]/PATH` (any prefix, so it works behind a route): makes an outbound GET and answers 200 with
+//!   `fetched STATUS: BODY`, or 502 with `denied: ERROR` when the host refuses it (tests the
+//!   outbound allow-list: deny by default),
 //! * anything else: 200 `ok\n` (`content-type: text/plain`).
 //!
 //! No response is sent on the misbehaving paths before they misbehave.
@@ -18,8 +21,10 @@
 use std::hint::black_box;
 use std::io::Write as _;
 
+use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
+    Scheme,
 };
 
 struct HttpMisbehave;
@@ -34,7 +39,19 @@ impl wasi::exports::http::incoming_handler::Guest for HttpMisbehave {
             "/trap" => handle_trap_request(path),
             "/loop" => spin_forever(),
             "/hog" => hog_memory(),
-            _ => respond_ok(response_out),
+            fetch_path if fetch_path.ends_with("/fetch") => {
+                let url = path_with_query
+                    .split_once("?url=")
+                    .map(|(_, url)| url)
+                    .unwrap_or("");
+                match fetch(url) {
+                    Ok((status, body)) => {
+                        respond(response_out, 200, &format!("fetched {status}: {body}"))
+                    }
+                    Err(error) => respond(response_out, 502, &format!("denied: {error}\n")),
+                }
+            }
+            _ => respond(response_out, 200, "ok\n"),
         }
     }
 }
@@ -73,15 +90,53 @@ fn hog_memory() -> ! {
     }
 }
 
-fn respond_ok(response_out: ResponseOutparam) {
+/// An outbound GET of `url` (`scheme://authority/path`): its status and body.
+fn fetch(url: &str) -> Result<(u16, String), String> {
+    let (scheme, rest) = url.split_once("://").ok_or("the url needs a scheme")?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = match scheme {
+        "https" => Scheme::Https,
+        _ => Scheme::Http,
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or("no response")?
+        .map_err(|()| "response taken twice")?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let body = response.consume().map_err(|()| "body taken twice")?;
+    let stream = body.stream().map_err(|()| "body stream taken twice")?;
+    let mut bytes = Vec::new();
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn respond(response_out: ResponseOutparam, status: u16, text: &str) {
     let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
         .expect("valid header");
     let response = OutgoingResponse::new(headers);
-    response.set_status_code(200).expect("valid status");
+    response.set_status_code(status).expect("valid status");
     let body = response.body().expect("response body taken once");
     ResponseOutparam::set(response_out, Ok(response));
     let mut stream = body.write().expect("outgoing body stream");
-    stream.write_all(b"ok\n").expect("write body");
+    stream.write_all(text.as_bytes()).expect("write body");
     stream.flush().expect("flush body");
     drop(stream);
     OutgoingBody::finish(body, None).expect("finish body");

@@ -262,6 +262,7 @@ async fn in_process(
         env: run.spec.env.clone().into_iter().collect(),
         preopens: Vec::new(),
         stdio: Stdio::Log,
+        outbound: Default::default(),
     };
     let limits = Limits {
         memory: run.spec.memory,
