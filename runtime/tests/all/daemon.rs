@@ -49,7 +49,7 @@ impl Daemon {
     }
 
     /// SIGKILL, as a crash would.
-    fn kill(mut self) -> String {
+    pub fn kill(mut self) -> String {
         self.kill_and_log()
     }
 

@@ -6,6 +6,7 @@
 mod cache;
 mod cli;
 mod control;
+mod crash;
 mod daemon;
 mod errors;
 mod fs;
