@@ -154,8 +154,18 @@ pub(super) async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
     }
 }
 
-/// Inside the container's namespace: `peer` becomes `eth0` with `address`, up, with a default
-/// route through `gateway`; `lo` comes up too.
+/// The MAC address of the container holding `address`: `02:5b:` (locally administered) and
+/// the four octets of the address, as Docker derives its own. An address leased again keeps its
+/// MAC, so the neighbour entries the host and the other containers cached for it stay right;
+/// a fresh random MAC would leave them pointing at the container that went, for as long as
+/// the kernel takes to find out (tens of seconds).
+pub(super) fn mac_of(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x5b, a, b, c, d]
+}
+
+/// Inside the container's namespace: `peer` becomes `eth0` with `address` (and the MAC
+/// [`mac_of`] it), up, with a default route through `gateway`; `lo` comes up too.
 pub(super) async fn configure_container(
     handle: &Handle,
     peer: &str,
@@ -166,6 +176,7 @@ pub(super) async fn configure_container(
     let index = require_index(handle, peer).await?;
     let rename = LinkUnspec::new_with_index(index)
         .name(eth0.to_string())
+        .address(mac_of(address).to_vec())
         .build();
     handle
         .link()

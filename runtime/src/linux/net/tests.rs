@@ -326,3 +326,10 @@ fn connections_past_the_limit_are_closed() {
         serving.abort();
     });
 }
+
+#[test]
+fn a_containers_mac_is_derived_from_its_address() {
+    let mac = bridge::mac_of(std::net::Ipv4Addr::new(10, 89, 0, 3));
+    assert_eq!(mac, [0x02, 0x5b, 10, 89, 0, 3]);
+    assert_eq!(mac[0] & 0b11, 0b10, "locally administered, unicast");
+}

@@ -86,7 +86,8 @@ fn containers_get_their_own_addresses_and_reach_the_gateway_and_each_other() {
     let script = format!(
         "ip -4 -o addr show eth0; ip route; \
          printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 10.89.0.1 {port}; echo; \
-         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {web_address} 80"
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {web_address} 80; \
+         echo; echo mac $(cat /sys/class/net/eth0/address)"
     );
     let ran = netns.run(&linux, &["run", "--rm", IMAGE, "sh", "-c", &script]);
     ran.expect_code(0);
@@ -102,6 +103,11 @@ fn containers_get_their_own_addresses_and_reach_the_gateway_and_each_other() {
         .unwrap();
     assert!(own.starts_with("10.89."), "{}", ran.stdout);
     assert_ne!(own, web_address, "two containers, two addresses");
+    // The MAC follows the address (02:5b + its octets), so a reused address keeps its MAC.
+    let octets: Vec<String> = (own.split('.'))
+        .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+        .collect();
+    ran.stdout_has(&format!("mac 02:5b:{}\n", octets.join(":")));
     ran.stdout_has("default via 10.89.0.1 dev eth0")
         .stdout_has("from gateway\n")
         .stdout_has("hello from busybox httpd");
