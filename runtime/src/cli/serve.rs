@@ -8,6 +8,7 @@
 
 use super::client::SocketOption;
 use crate::api::{self, ApiState, auth::Token};
+use crate::daemon::services::controller::Tuning;
 use crate::daemon::{Daemon, DaemonConfig, EVENTS_KEPT};
 use crate::gateway::{self, GatewayConfig};
 use crate::sched::capacity::Reserve;
@@ -75,6 +76,14 @@ pub struct ServeCommand {
     /// memory pressure); default: the machine's MemTotal
     #[arg(long, value_name = "SIZE", hide = true)]
     capacity_memory: Option<ByteSize>,
+
+    /// Time between CPU samples of autoscaled services (`cpu_target`)
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = positive_duration)]
+    autoscale_interval: Duration,
+
+    /// How long an autoscaled service's load must stay lower before its replicas come down
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    autoscale_window: Duration,
 }
 
 /// `500m` or `0.5` (CPUs) as millicores.
@@ -118,6 +127,10 @@ impl ServeCommand {
                 ..Reserve::default()
             },
             capacity_memory: self.capacity_memory.map(|m| m.0),
+            autoscale: Tuning {
+                interval: self.autoscale_interval,
+                window: self.autoscale_window,
+            },
         })?);
         daemon.set_container_runner(Box::new(super::run::CliRunner));
         let socket = self.socket.path();

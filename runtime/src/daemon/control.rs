@@ -11,7 +11,11 @@
 //! ([`Daemon::app`]), which is also what it does at start: the store is the truth, the
 //! broadcast only says "look now".
 
+use super::router::Target;
+use super::target::{FunctionTarget, Scale};
 use super::{Daemon, DaemonError, Result, stored_spec};
+use crate::app::FunctionSpec;
+use crate::sched::capacity::Bytes;
 use crate::state::{self, Event, EventStream, WorkloadKind};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -85,6 +89,15 @@ impl Daemon {
                 max,
             });
         }
+        // A function's new warm minimum is prepared (and checked) before anything is stored.
+        let rewarmed = match spec.functions.get(workload) {
+            Some(function) if stored.kind == WorkloadKind::Function => {
+                let mut function = function.clone();
+                function.min = replicas;
+                Some(self.prepare_scaled(app, workload, function).await?)
+            }
+            _ => None,
+        };
         {
             let (daemon, app, workload) = (Arc::clone(self), app.to_string(), workload.to_string());
             tokio::task::spawn_blocking(move || {
@@ -112,9 +125,54 @@ impl Daemon {
         if let Err(error) = self.store.append_event(&event) {
             tracing::warn!(%error, app, workload, "event not recorded");
         }
+        match stored.kind {
+            WorkloadKind::Service => {
+                self.workloads.set_replicas(app, workload, replicas);
+            }
+            WorkloadKind::Function => {
+                if let Some(target) = rewarmed {
+                    self.swap_function(app, workload, target);
+                }
+            }
+            WorkloadKind::Job => {}
+        }
         // No subscriber yet is not an error: supervisors read the stored scale at start.
         let _ = self.scales.send(change.clone());
         Ok(change)
+    }
+
+    /// A target for `app/function` with a new warm minimum: refused when `memory × min`
+    /// could never fit the node; warmed (and reserved, or pending) at once when `min > 0`.
+    async fn prepare_scaled(
+        self: &Arc<Self>,
+        app: &str,
+        name: &str,
+        function: FunctionSpec,
+    ) -> Result<Arc<FunctionTarget>> {
+        let asked = Scale::of(&function).requests().memory_bytes;
+        let allocatable = self.capacity.node().allocatable.memory_bytes;
+        if asked > allocatable {
+            return Err(DaemonError::TooLarge {
+                app: app.to_string(),
+                function: name.to_string(),
+                asked: Bytes(asked),
+                allocatable: Bytes(allocatable),
+            });
+        }
+        let (daemon, app, name) = (Arc::clone(self), app.to_string(), name.to_string());
+        let target =
+            tokio::task::spawn_blocking(move || daemon.preparer.prepare(&app, &name, &function))
+                .await??;
+        Ok(Arc::new(target))
+    }
+
+    /// Serves `app/function` from `target`; requests in flight finish on the old one.
+    fn swap_function(&self, app: &str, name: &str, target: Arc<FunctionTarget>) {
+        let mut routes = self.router.app_routes(app);
+        if let Some(route) = routes.iter_mut().find(|r| r.function == name) {
+            route.target = Target::Function(target);
+            self.router.set_app(app, Some(routes));
+        }
     }
 
     /// A feed of scale changes from now on; see the module docs for how to use it.

@@ -34,6 +34,7 @@ use capacity::NodeLedger;
 use functions::Preparer;
 use router::{Route, Router, Target};
 use services::{ServiceRoute, WorkloadError, Workloads};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use target::FunctionTarget;
@@ -158,6 +159,8 @@ pub struct DaemonConfig {
     pub reserve: crate::sched::capacity::Reserve,
     /// Pretend the machine has this much memory (tests and benchmarks of pressure).
     pub capacity_memory: Option<u64>,
+    /// How services with a `cpu_target` are autoscaled.
+    pub autoscale: services::controller::Tuning,
 }
 
 /// What a deploy did.
@@ -205,6 +208,7 @@ impl Daemon {
                 Arc::clone(&store),
                 Arc::clone(&engine),
                 Arc::clone(&capacity),
+                config.autoscale,
             ),
             containers: containers::ContainerHost::new(
                 config.data_dir.clone(),
@@ -294,6 +298,7 @@ impl Daemon {
             };
             let mut routes = Vec::new();
             for (name, function) in &spec.functions {
+                let function = &scaled(function, stored_scale(&record, name));
                 match self.preparer.prepare(&spec.name, name, function) {
                     Ok(target) => routes.push(route(&spec.name, name, function, Arc::new(target))),
                     Err(error) => tracing::error!(%error, "function not served"),
@@ -347,11 +352,17 @@ impl Daemon {
             });
         }
         // An unreadable stored spec is replaced by this deploy, as its error message says.
-        let old = self.store.get_app(name)?.and_then(|record| {
-            stored_spec(&record)
+        let existing = self.store.get_app(name)?;
+        let old = existing.as_ref().and_then(|record| {
+            stored_spec(record)
                 .inspect_err(|error| tracing::warn!(%error, "replacing it"))
                 .ok()
         });
+        // `skiff scale` overrides outlive deploys: a function's warm minimum is kept.
+        let scales: BTreeMap<String, u32> = (existing.iter())
+            .flat_map(|record| &record.workloads)
+            .filter_map(|w| Some((w.name.clone(), w.scale?)))
+            .collect();
         let diff = app::diff(old.as_ref(), &spec);
         self.check_routes(&spec)?;
         self.check_fits(&spec)?;
@@ -361,7 +372,8 @@ impl Daemon {
         };
         let mut routes = {
             let (daemon, spec, old) = (Arc::clone(self), spec.clone(), old.clone());
-            tokio::task::spawn_blocking(move || daemon.prepare_app(&spec, old.as_ref())).await??
+            tokio::task::spawn_blocking(move || daemon.prepare_app(&spec, old.as_ref(), &scales))
+                .await??
         };
         let (app_json, workloads) = records(&spec)?;
         let outcome = {
@@ -457,17 +469,25 @@ impl Daemon {
 
     /// The app's routes: running functions whose spec did not change are kept (with their
     /// slots and in-flight requests); the others are prepared afresh.
-    fn prepare_app(&self, spec: &AppSpec, old: Option<&AppSpec>) -> Result<Vec<Route>> {
+    fn prepare_app(
+        &self,
+        spec: &AppSpec,
+        old: Option<&AppSpec>,
+        scales: &BTreeMap<String, u32>,
+    ) -> Result<Vec<Route>> {
         let running = self.router.app_routes(&spec.name);
         let mut routes = Vec::new();
         for (name, function) in &spec.functions {
             let unchanged = old.and_then(|old| old.functions.get(name)) == Some(function);
+            let function = &scaled(function, scales.get(name).copied());
             let kept = running
                 .iter()
                 .find(|r| &r.function == name)
                 .filter(|_| unchanged);
             let target = match kept.map(|route| &route.target) {
-                Some(Target::Function(target)) => Arc::clone(target),
+                Some(Target::Function(target)) if target.scale.min == function.min => {
+                    Arc::clone(target)
+                }
                 _ => Arc::new(self.preparer.prepare(&spec.name, name, function)?),
             };
             routes.push(route(&spec.name, name, function, target));
@@ -574,6 +594,21 @@ fn node_capacity(config: &DaemonConfig) -> Result<crate::sched::capacity::NodeCa
         }
         None => detected,
     })
+}
+
+/// A function with its warm minimum as `skiff scale` set it, if it did.
+fn scaled(function: &FunctionSpec, scale: Option<u32>) -> FunctionSpec {
+    let mut function = function.clone();
+    if let Some(min) = scale {
+        function.min = min;
+    }
+    function
+}
+
+fn stored_scale(record: &AppRecord, name: &str) -> Option<u32> {
+    (record.workloads.iter())
+        .find(|w| w.name == name && w.kind == state::WorkloadKind::Function)
+        .and_then(|w| w.scale)
 }
 
 fn stored_spec(record: &AppRecord) -> Result<AppSpec> {

@@ -282,6 +282,54 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a service back to an earlier version after its rollout failed, durably: the
+    /// workload's row gets `generation` and `spec` again, and so does its entry in the app's
+    /// stored spec, so the next deploy compares against what runs. The app's generation stays.
+    #[tracing::instrument(skip_all, fields(app = app, workload = workload, generation), err)]
+    pub fn restore_workload(
+        &self,
+        app: &str,
+        workload: &str,
+        generation: u64,
+        spec: &Value,
+    ) -> Result<()> {
+        let err = self.db_err();
+        let not_found = || StateError::WorkloadNotFound {
+            app: app.to_string(),
+            workload: workload.to_string(),
+        };
+        self.durable(|tx| {
+            let Some(record) = self.read_app(tx, app)? else {
+                return Err(StateError::AppNotFound {
+                    app: app.to_string(),
+                });
+            };
+            let mut app_spec = record.spec;
+            let entry = app_spec
+                .get_mut("services")
+                .and_then(|services| services.get_mut(workload))
+                .ok_or_else(not_found)?;
+            *entry = spec.clone();
+            let updated = tx
+                .execute(
+                    "UPDATE workloads SET generation = ?3, spec = ?4 WHERE app = ?1 AND name = ?2",
+                    params![app, workload, gen_sql(generation), spec.to_string()],
+                )
+                .map_err(&err)?;
+            if updated == 0 {
+                return Err(not_found());
+            }
+            tx.execute(
+                "UPDATE apps SET spec = ?2, updated = ?3 WHERE name = ?1",
+                params![app, app_spec.to_string(), now_millis()],
+            )
+            .map_err(&err)?;
+            Ok(())
+        })?;
+        tracing::info!(app, workload, generation, "workload restored");
+        Ok(())
+    }
+
     /// Reads one app on `conn` (a plain connection or an open transaction).
     fn read_app(&self, conn: &rusqlite::Connection, name: &str) -> Result<Option<AppRecord>> {
         let err = self.db_err();
@@ -554,6 +602,39 @@ mod tests {
         assert_eq!(scale(&store), (2, 2, Some(3)));
         store.set_scale("shop", "cache", None).unwrap();
         assert_eq!(scale(&store), (2, 2, None));
+    }
+
+    #[test]
+    fn a_restored_workload_gets_its_generation_and_spec_back_in_both_places() {
+        let (_dir, store) = temp_store();
+        let app_spec =
+            |image: &str| json!({"name": "shop", "services": {"cache": {"image": image}}});
+        let mut v1 = shop();
+        v1[1].spec = json!({"image": "redis:7"});
+        store.put_app("shop", &app_spec("redis:7"), &v1).unwrap();
+        let mut v2 = shop();
+        v2[1].spec = json!({"image": "redis:8"});
+        store.put_app("shop", &app_spec("redis:8"), &v2).unwrap();
+        store
+            .restore_workload("shop", "cache", 1, &json!({"image": "redis:7"}))
+            .unwrap();
+        let app = store.get_app("shop").unwrap().unwrap();
+        assert_eq!(app.spec, app_spec("redis:7"));
+        assert_eq!(app.workloads[1].generation, 1);
+        assert_eq!(app.workloads[1].spec, json!({"image": "redis:7"}));
+        assert_eq!(app.generation, 2, "the app's generation stays");
+        let again = store.put_app("shop", &app_spec("redis:7"), &v1).unwrap();
+        assert!(again.is_noop(), "what runs is what is stored: {again:?}");
+
+        let err = (store.restore_workload("shop", "db", 1, &json!({}))).unwrap_err();
+        assert!(
+            matches!(err, StateError::WorkloadNotFound { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.get_app("shop").unwrap().unwrap().spec,
+            app_spec("redis:7")
+        );
     }
 
     #[test]

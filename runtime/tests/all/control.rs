@@ -198,10 +198,27 @@ fn scale_stores_the_number_and_refuses_what_does_not_fit() {
         .client(&skiff, &["deploy", "-f", &file])
         .expect_code(0);
 
+    let state = |serving: &Serving| {
+        let ps = serving.client(&skiff, &["ps"]);
+        ps.expect_code(0);
+        let line = ps
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("shop/hello "))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("shop/hello not in ps:\n{}", ps.stdout))
+    };
+    assert!(
+        state(&serving).contains("scaled to zero"),
+        "{}",
+        state(&serving)
+    );
     serving
         .client(&skiff, &["scale", "shop/hello=3"])
         .expect_code(0)
         .stdout_has("function shop/hello scaled to 3");
+    // A warm minimum applies at once: the function is warm before any request.
+    assert!(state(&serving).contains(" warm "), "{}", state(&serving));
     // Services are scaled in `services::`, where their containers can run.
     let scaled = serde_json::json!({ "hello": 3, "migrate": null });
     assert_eq!(scales(&serving), scaled);
@@ -246,11 +263,20 @@ fn scale_stores_the_number_and_refuses_what_does_not_fit() {
     assert!(scaled[0].contains("shop/hello  scaled  function warm minimum set to 3"));
     assert!(scaled[1].contains("shop/hello  scaled  function warm minimum set to 1"));
 
-    // A re-deploy of the same manifest keeps the scale.
+    // A re-deploy of the same manifest keeps the scale, and the function warm.
     serving
         .client(&skiff, &["deploy", "-f", &file])
         .expect_code(0);
     assert_eq!(scales(&serving)["hello"], 1);
+    assert!(state(&serving).contains(" warm "), "{}", state(&serving));
+    serving
+        .client(&skiff, &["scale", "shop/hello=0"])
+        .expect_code(0);
+    assert!(
+        state(&serving).contains("scaled to zero"),
+        "{}",
+        state(&serving)
+    );
 }
 
 #[test]

@@ -129,6 +129,7 @@ pub async fn run_job(cx: Arc<Context>, run: JobRun, mut stop: watch::Receiver<bo
                 desired: 1,
                 instances: Vec::new(),
                 pending: vec![message.clone()],
+                ..Progress::default()
             },
         );
         event("retrying", message);
@@ -225,6 +226,7 @@ async fn wait_for_room(
                             desired: 1,
                             instances: Vec::new(),
                             pending: vec![pending.clone()],
+                            ..Progress::default()
                         },
                     );
                     told = Some(pending);
@@ -295,6 +297,7 @@ fn running_progress(run: &JobRun, attempt: u32, container: Option<&ContainerReco
                 .into_iter()
                 .collect(),
             pending: Vec::new(),
+            exits: 0,
         },
     );
 }

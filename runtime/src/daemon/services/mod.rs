@@ -1,12 +1,14 @@
 //! Services and jobs run by the daemon, as Linux containers.
 //!
-//! [`Workloads`] keeps one tokio task per service ([`supervisor`]) and per unfinished job
-//! ([`jobs`]), each started with the workload's generation. A redeploy retires the tasks of
-//! changed or removed workloads (stopping their containers) and starts new ones; unchanged
-//! ones keep running. Containers carry their owner (app, workload, generation, replica) in
+//! [`Workloads`] keeps one tokio task per service ([`controller`], which runs a [`supervisor`]
+//! per generation) and per unfinished job ([`jobs`]). A redeploy hands a changed service's
+//! new generation to its controller, which rolls it out replica by replica and rolls it back
+//! if it fails; it retires the tasks of removed workloads and of changed jobs (stopping their
+//! containers) and starts new ones; unchanged ones keep running. Containers carry their owner (app, workload, generation, replica) in
 //! their record, so a daemon restarted after `kill -9` adopts those still running instead of
 //! starting more, and removes the rest. Routed services are reached through [`proxy`].
 
+pub mod controller;
 pub mod health;
 pub mod instance;
 pub mod jobs;
@@ -27,9 +29,14 @@ use crate::wasm::{Program, WasmError, WasmKind};
 use proxy::ServiceTarget;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// Commands a service's controller holds before a sender has to wait; deploys and scales
+/// come one at a time (the daemon's change lock), so this is never reached in practice.
+const COMMANDS: usize = 16;
 
 /// A service or job the daemon cannot run; nothing is stored when a deploy hits one.
 #[derive(Debug, thiserror::Error)]
@@ -157,11 +164,15 @@ pub struct ServiceRoute {
     pub target: Arc<ServiceTarget>,
 }
 
-/// One running task: a service's supervisor or a job's runner.
+/// One running task: a service's controller or a job's runner.
 struct Task {
-    generation: u64,
+    /// The generation it runs: the newest handed to it, or for a service the one a failed
+    /// rollout went back to (its controller writes it then).
+    generation: Arc<AtomicU64>,
     progress: status::Shared,
     target: Option<Arc<ServiceTarget>>,
+    /// A service's controller takes new generations and scales here; `None` for a job.
+    commands: Option<mpsc::Sender<controller::Command>>,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
@@ -169,6 +180,7 @@ struct Task {
 /// The daemon's running services and jobs, by (app, workload).
 pub struct Workloads {
     cx: Arc<Context>,
+    tuning: controller::Tuning,
     tasks: Mutex<BTreeMap<(String, String), Task>>,
 }
 
@@ -178,8 +190,10 @@ impl Workloads {
         store: Arc<Store>,
         engine: Arc<WasmEngine>,
         ledger: Arc<NodeLedger>,
+        tuning: controller::Tuning,
     ) -> Self {
         Workloads {
+            tuning,
             cx: Arc::new(Context {
                 data_dir,
                 store,
@@ -252,14 +266,22 @@ impl Workloads {
         Ok(resolved)
     }
 
-    /// Stops the app's tasks whose workload is gone from `spec` or changed generation (all of
-    /// them when `spec` is `None`); await the handles for their containers to be gone.
+    /// Stops the app's tasks whose workload is gone from `record` (all of them when it is
+    /// `None`) and those of jobs that changed generation; await the handles for their
+    /// containers to be gone. A changed service keeps its task: [`Workloads::start`] hands
+    /// it the new generation to roll out.
     pub fn retire(&self, app: &str, record: Option<&AppRecord>) -> Vec<JoinHandle<()>> {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let keys: Vec<(String, String)> = tasks
             .iter()
             .filter(|((a, name), task)| {
-                a == app && generation(record, name) != Some(task.generation)
+                let stored = generation(record, name);
+                let service = record.is_some_and(|r| is_service(r, name));
+                a == app
+                    && match (&task.commands, service) {
+                        (Some(_), true) => stored.is_none(),
+                        _ => stored != Some(task.generation.load(Ordering::Acquire)),
+                    }
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -306,33 +328,61 @@ impl Workloads {
                 continue;
             };
             let key = (app.clone(), name.clone());
-            if !tasks.contains_key(&key) {
-                let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
-                let progress = status::Shared::default();
-                let run = supervisor::ServiceRun {
-                    progress: Arc::clone(&progress),
-                    app: app.clone(),
-                    name: name.clone(),
-                    generation,
-                    spec: service.clone(),
-                    replicas: replicas(record, name, service),
-                    image: image.clone(),
-                    target: Arc::clone(&target),
-                    adopt: adoptable(name, generation),
-                };
-                let (stop, stopped) = watch::channel(false);
-                let handle =
-                    tokio::spawn(supervisor::supervise(Arc::clone(&self.cx), run, stopped));
-                tasks.insert(
-                    key.clone(),
-                    Task {
-                        generation,
-                        progress,
-                        target: Some(target),
-                        stop,
-                        handle,
-                    },
-                );
+            let replicas = replicas(record, name, service);
+            let run = |target: &Arc<ServiceTarget>, adopt| supervisor::ServiceRun {
+                progress: status::Shared::default(),
+                app: app.clone(),
+                name: name.clone(),
+                generation,
+                spec: service.clone(),
+                image: image.clone(),
+                target: Arc::clone(target),
+                adopt,
+            };
+            match tasks.get_mut(&key) {
+                Some(task) if task.generation.load(Ordering::Acquire) == generation => {}
+                Some(task) => {
+                    let target = task.target.clone().expect("a service's task has a target");
+                    let deploy = controller::Command::Deploy {
+                        run: Box::new(run(&target, adoptable(name, generation))),
+                        replicas,
+                    };
+                    let sent = task.commands.as_ref().map(|c| c.try_send(deploy));
+                    if let Some(Err(error)) = sent {
+                        tracing::error!(%error, "service {app}/{name}: generation {generation} not handed over");
+                    }
+                    task.generation.store(generation, Ordering::Release);
+                }
+                None => {
+                    let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
+                    let progress = status::Shared::default();
+                    let (commands, received) = mpsc::channel(COMMANDS);
+                    let (stop, stopped) = watch::channel(false);
+                    let running = Arc::new(AtomicU64::new(generation));
+                    let handle = tokio::spawn(controller::control(
+                        Arc::clone(&self.cx),
+                        controller::Shared {
+                            progress: Arc::clone(&progress),
+                            generation: Arc::clone(&running),
+                            tuning: self.tuning,
+                        },
+                        run(&target, adoptable(name, generation)),
+                        replicas,
+                        received,
+                        stopped,
+                    ));
+                    tasks.insert(
+                        key.clone(),
+                        Task {
+                            generation: running,
+                            progress,
+                            target: Some(target),
+                            commands: Some(commands),
+                            stop,
+                            handle,
+                        },
+                    );
+                }
             }
             if let (Some(prefix), Some(target)) = (&service.route, &tasks[&key].target) {
                 routes.push(ServiceRoute {
@@ -373,15 +423,33 @@ impl Workloads {
             tasks.insert(
                 key,
                 Task {
-                    generation,
+                    generation: Arc::new(AtomicU64::new(generation)),
                     progress,
                     target: None,
+                    commands: None,
                     stop,
                     handle,
                 },
             );
         }
         routes
+    }
+
+    /// Sets a running service's replicas (`skiff scale`); false when `app/workload` is not a
+    /// service this daemon runs.
+    pub fn set_replicas(&self, app: &str, workload: &str, replicas: u32) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (app.to_string(), workload.to_string());
+        let Some(commands) = tasks.get(&key).and_then(|task| task.commands.as_ref()) else {
+            return false;
+        };
+        match commands.try_send(controller::Command::Scale(replicas)) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "service {app}/{workload}: scale not handed over");
+                false
+            }
+        }
     }
 
     /// Forgets the app's instance rows (its tasks are retired first).
@@ -470,6 +538,10 @@ fn replicas(record: &AppRecord, name: &str, spec: &ServiceSpec) -> u32 {
         Some(ServiceScale::Auto { min, .. }) => min,
         None => 1,
     })
+}
+
+fn is_service(record: &AppRecord, name: &str) -> bool {
+    (record.workloads.iter()).any(|w| w.name == name && w.kind == WorkloadKind::Service)
 }
 
 /// The stored generation of a service or job, `None` when the app does not have it.

@@ -1,17 +1,22 @@
 //! The gateway's side of a routed service: the healthy instances' addresses, kept by the
-//! supervisor, and forwarding one request to one of them, round robin.
+//! supervisors (one set per generation, so two versions serve side by side during a rollout),
+//! and forwarding one request to one of them, round robin.
 //!
 //! A request keeps its method, path, query, headers and streaming body; the proxy adds
 //! `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto` and drops hop-by-hop
 //! headers. No healthy instance is a 503 with Retry-After; an upstream that fails is a 502.
+//! Each backend counts its requests in flight until their response body ends, so an instance
+//! taken out of the set is stopped only once it finished what it was given ([`ServiceTarget::in_flight`]).
 
+use crate::daemon::body::Guarded;
 use crate::instance::{Body, BoxError, ClientAddr, text_response};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// How long connecting to an instance may take before the request gets a 502.
@@ -22,44 +27,101 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ServiceTarget {
     /// `app/service`, for messages.
     pub name: String,
-    healthy: RwLock<Vec<SocketAddr>>,
+    routed: RwLock<Routed>,
     next: AtomicUsize,
+    /// Requests in flight per instance address, routed or not.
+    in_flight: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+}
+
+/// The healthy instances by generation, and all of them in one list to pick from.
+#[derive(Debug, Default)]
+struct Routed {
+    by_generation: BTreeMap<u64, Vec<SocketAddr>>,
+    all: Vec<(SocketAddr, Arc<AtomicUsize>)>,
+}
+
+/// One request to one backend: its count in flight, given back when dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ServiceTarget {
     pub fn new(name: String) -> Self {
         ServiceTarget {
             name,
-            healthy: RwLock::new(Vec::new()),
+            routed: RwLock::new(Routed::default()),
             next: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Replaces the addresses requests may go to.
-    pub fn set_healthy(&self, addresses: Vec<SocketAddr>) {
-        *self.healthy.write().unwrap_or_else(|e| e.into_inner()) = addresses;
+    /// Replaces the addresses of `generation`'s instances that requests may go to.
+    pub fn set_healthy(&self, generation: u64, addresses: Vec<SocketAddr>) {
+        let mut counters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routed = self.routed.write().unwrap_or_else(|e| e.into_inner());
+        if addresses.is_empty() {
+            routed.by_generation.remove(&generation);
+        } else {
+            routed.by_generation.insert(generation, addresses);
+        }
+        let all = (routed.by_generation.values().flatten())
+            .map(|&address| {
+                let counter = counters.entry(address).or_default();
+                (address, Arc::clone(counter))
+            })
+            .collect();
+        routed.all = all;
     }
 
+    /// Every routed address, all generations.
     pub fn healthy(&self) -> Vec<SocketAddr> {
-        self.healthy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let routed = self.routed.read().unwrap_or_else(|e| e.into_inner());
+        routed.all.iter().map(|(address, _)| *address).collect()
     }
 
-    /// The next healthy address, round robin.
-    fn pick(&self) -> Option<SocketAddr> {
-        let healthy = self.healthy.read().unwrap_or_else(|e| e.into_inner());
-        if healthy.is_empty() {
+    /// Requests sent to `address` whose response has not ended yet.
+    pub fn in_flight(&self, address: SocketAddr) -> usize {
+        let counters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        counters
+            .get(&address)
+            .map_or(0, |count| count.load(Ordering::Acquire))
+    }
+
+    /// Drops the count of an instance that is gone (an unrouted one with nothing in flight).
+    pub fn forget(&self, address: SocketAddr) {
+        let routed = self.routed.read().unwrap_or_else(|e| e.into_inner());
+        if routed.all.iter().any(|(a, _)| *a == address) {
+            return;
+        }
+        let mut counters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if counters
+            .get(&address)
+            .is_some_and(|count| count.load(Ordering::Acquire) == 0)
+        {
+            counters.remove(&address);
+        }
+    }
+
+    /// The next healthy address, round robin, counted in flight. The count is taken under the
+    /// same lock that unrouting takes, so once an address is unrouted its count only falls.
+    fn pick(&self) -> Option<(SocketAddr, Counted)> {
+        let routed = self.routed.read().unwrap_or_else(|e| e.into_inner());
+        if routed.all.is_empty() {
             return None;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(healthy[n % healthy.len()])
+        let (address, count) = &routed.all[n % routed.all.len()];
+        count.fetch_add(1, Ordering::AcqRel);
+        Some((*address, Counted(Arc::clone(count))))
     }
 
     /// Forwards `request` to a healthy instance.
     pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
-        let Some(upstream) = self.pick() else {
+        let Some((upstream, counted)) = self.pick() else {
             let mut response = text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -73,7 +135,10 @@ impl ServiceTarget {
             return response;
         };
         match forward(request, upstream).await {
-            Ok(response) => response,
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                http::Response::from_parts(parts, Guarded::wrap(body, counted))
+            }
             Err(error) => {
                 tracing::debug!(service = self.name, %upstream, %error, "upstream failed");
                 text_response(
@@ -176,14 +241,33 @@ mod tests {
     #[test]
     fn round_robin_over_the_healthy_and_none_without() {
         let target = ServiceTarget::new("a/web".into());
-        assert_eq!(target.pick(), None);
+        assert!(target.pick().is_none());
         let (a, b): (SocketAddr, SocketAddr) = (
             "10.0.0.1:80".parse().unwrap(),
             "10.0.0.2:80".parse().unwrap(),
         );
-        target.set_healthy(vec![a, b]);
-        let picks: Vec<_> = (0..4).map(|_| target.pick().unwrap()).collect();
-        assert_eq!(picks, [a, b, a, b]);
+        target.set_healthy(1, vec![a]);
+        target.set_healthy(2, vec![b]);
+        let picks: Vec<_> = (0..4).map(|_| target.pick().unwrap().0).collect();
+        assert_eq!(picks, [a, b, a, b], "both generations serve");
+        target.set_healthy(1, Vec::new());
+        assert_eq!(target.healthy(), [b]);
+    }
+
+    #[test]
+    fn a_request_counts_in_flight_until_dropped_even_once_unrouted() {
+        let target = ServiceTarget::new("a/web".into());
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        target.set_healthy(1, vec![a]);
+        let (_, held) = target.pick().unwrap();
+        assert_eq!(target.in_flight(a), 1);
+        target.set_healthy(1, Vec::new());
+        target.forget(a);
+        assert_eq!(target.in_flight(a), 1, "kept while a request is in flight");
+        drop(held);
+        assert_eq!(target.in_flight(a), 0);
+        target.forget(a);
+        assert!(target.in_flight.lock().unwrap().is_empty());
     }
 
     #[test]

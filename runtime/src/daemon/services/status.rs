@@ -16,6 +16,9 @@ pub struct Progress {
     pub instances: Vec<InstanceProgress>,
     /// Why wanted instances do not run, one line each.
     pub pending: Vec<String>,
+    /// Exits and failed starts since the task began (a rollout's sign of a bad version).
+    #[serde(skip)]
+    pub exits: u32,
 }
 
 /// One running container.
@@ -75,4 +78,19 @@ pub fn measure(containers: &[InstanceProgress]) -> (u64, u64) {
         }
     }
     totals
+}
+
+/// CPU time of each container, by id; containers without stats are left out.
+pub fn cpu_by_container(containers: &[InstanceProgress]) -> std::collections::HashMap<String, u64> {
+    let Ok(root) = CgroupRoot::detect() else {
+        return Default::default();
+    };
+    containers
+        .iter()
+        .filter_map(|instance| {
+            let path = CgroupPath::new(&format!("skiff/{}", instance.container)).ok()?;
+            let stats = root.open(&path).stats().ok()?;
+            Some((instance.container.clone(), stats.cpu_usec))
+        })
+        .collect()
 }

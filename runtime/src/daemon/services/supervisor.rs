@@ -1,10 +1,15 @@
-//! One service's supervisor: a tokio task that keeps `replicas` containers running, restarts
-//! those that exit per the restart policy with exponential back-off, health-checks them, and
-//! tells the gateway which ones are healthy.
+//! One generation of one service: a tokio task that keeps as many containers running as its
+//! `replicas` watch says, restarts those that exit per the restart policy with exponential
+//! back-off, health-checks them, and tells the gateway which ones are healthy.
 //!
 //! Exits are found by polling each container's record and monitor every [`TICK`]; the
-//! container's monitor is what records the exit code. Every change is an event and a row in
-//! the store's instances, so `skiff ps` and a restarted daemon see what this task saw.
+//! container's monitor is what records the exit code. A health check runs when due, not on the
+//! tick: while an instance has not passed one yet it is checked every [`STARTING_INTERVAL`]
+//! (failures then do not count, for `interval × retries`), so a fresh instance is routed as
+//! soon as it answers. Fewer replicas drain the highest ones: out of the gateway at once, then
+//! stopped when their requests in flight ended (at most [`DRAIN`]). Every change is an event
+//! and a row in the store's instances, so `skiff ps` and a restarted daemon see what this task
+//! saw.
 
 use super::health::{self, Health, Tracker};
 use super::instance::{self, STOP_GRACE, Workload};
@@ -23,22 +28,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// How often exits are looked for.
 const TICK: Duration = Duration::from_millis(250);
 
+/// How often an instance that has not passed a health check yet is checked.
+const STARTING_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How soon an instance the node had no room for asks the ledger again.
 const CAPACITY_RETRY: Duration = Duration::from_secs(1);
 
+/// The longest a drained instance waits for its requests in flight before it is stopped.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
 /// What a supervisor runs.
+#[derive(Clone)]
 pub struct ServiceRun {
     pub app: String,
     pub name: String,
     /// The workload's generation; its containers carry it in their owner.
     pub generation: u64,
     pub spec: ServiceSpec,
-    /// Instances to keep: `skiff scale`'s override, else `replicas`, else `min`.
-    pub replicas: u32,
     pub image: ImageRecord,
     pub target: Arc<ServiceTarget>,
     pub progress: status::Shared,
@@ -57,27 +68,55 @@ struct Slot {
     pending: String,
 }
 
+impl Slot {
+    fn new(replica: u32) -> Self {
+        Slot {
+            replica,
+            running: None,
+            counter: RestartCounter::default(),
+            start_at: Some(Instant::now()),
+            pending: format!("replica {replica} starting"),
+        }
+    }
+
+    /// When this slot next needs a look (a health check or a start), if sooner than a tick.
+    fn due(&self) -> Option<Instant> {
+        match &self.running {
+            Some(running) => Some(running.next_check),
+            None => self.start_at,
+        }
+    }
+}
+
 struct Running {
     record: ContainerRecord,
     tracker: Tracker,
+    started: Instant,
     next_check: Instant,
     /// Its requests in the node's ledger, given back when this is dropped (the container is
     /// gone). `None` for an adopted container the node no longer has room for.
-    _reservation: Option<Reservation>,
+    reservation: Option<Reservation>,
 }
 
 impl Running {
     fn new(record: ContainerRecord, spec: &ServiceSpec, reservation: Option<Reservation>) -> Self {
         let mut tracker = Tracker::default();
-        if spec.health.is_none() {
+        let mut next_check = Instant::now();
+        match &spec.health {
             // No check: healthy once running.
-            tracker.record(true, 1);
+            None => {
+                tracker.record(true, 1);
+                next_check += Duration::from_secs(3600);
+            }
+            // The first check a moment after the start, not before the process could listen.
+            Some(_) => next_check += STARTING_INTERVAL,
         }
         Running {
             record,
             tracker,
-            next_check: Instant::now(),
-            _reservation: reservation,
+            started: Instant::now(),
+            next_check,
+            reservation,
         }
     }
 
@@ -86,18 +125,22 @@ impl Running {
     }
 }
 
-/// Runs until `stop` turns true, then stops and removes every container it runs.
-pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Receiver<bool>) {
-    let mut slots: Vec<Slot> = (0..run.replicas)
-        .map(|replica| Slot {
-            replica,
-            running: None,
-            counter: RestartCounter::default(),
-            start_at: Some(Instant::now()),
-            pending: format!("replica {replica} starting"),
-        })
-        .collect();
-    let sup = Supervisor { cx, run };
+/// Runs until `stop` turns true, then stops and removes every container it runs. `replicas`
+/// says how many to keep, and may change at any time (`skiff scale`, autoscaling, rollouts).
+pub async fn supervise(
+    cx: Arc<Context>,
+    run: ServiceRun,
+    mut replicas: watch::Receiver<u32>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let want = *replicas.borrow_and_update();
+    let mut slots: Vec<Slot> = (0..want).map(Slot::new).collect();
+    let mut sup = Supervisor {
+        cx,
+        run,
+        exits: 0,
+        drains: JoinSet::new(),
+    };
     for extra in sup.adopt(&mut slots) {
         // A replica beyond the count, or a second one for the same replica.
         let (data_dir, id) = (sup.cx.data_dir.clone(), extra.id.clone());
@@ -106,32 +149,48 @@ pub async fn supervise(cx: Arc<Context>, run: ServiceRun, mut stop: watch::Recei
         })
         .await;
     }
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sup.publish(&slots);
     loop {
+        let now = Instant::now();
+        let wake = (slots.iter().filter_map(Slot::due))
+            .min()
+            .unwrap_or(now + TICK)
+            .clamp(now, now + TICK);
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
             _ = stop.wait_for(|stop| *stop) => break,
+            changed = replicas.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let want = *replicas.borrow_and_update();
+                sup.resize(&mut slots, want);
+            }
         }
         for slot in &mut slots {
             sup.step(slot).await;
         }
         sup.publish(&slots);
+        while sup.drains.try_join_next().is_some() {}
     }
-    sup.run.target.set_healthy(Vec::new());
-    status::set(&sup.run.progress, Progress::default());
+    // Out of the gateway first; each instance then finishes what it was given.
+    sup.run.target.set_healthy(sup.run.generation, Vec::new());
     for slot in &mut slots {
         if let Some(running) = slot.running.take() {
-            sup.remove(&running.record, InstanceState::Exited, "stopped")
-                .await;
-            sup.event(Some(&running.record.id), "stopped", "stopped".into());
+            sup.drain(running, slot.replica, "stopped");
         }
     }
+    while sup.drains.join_next().await.is_some() {}
+    status::set(&sup.run.progress, Progress::default());
 }
 
 struct Supervisor {
     cx: Arc<Context>,
     run: ServiceRun,
+    /// Exits and failed starts since this generation began, for the rollout's verdict.
+    exits: u32,
+    /// Instances being drained, each by a task of its own.
+    drains: JoinSet<()>,
 }
 
 impl Supervisor {
@@ -178,8 +237,87 @@ impl Supervisor {
         extra
     }
 
+    /// Keeps `want` replicas: new slots start at once, the highest ones beyond `want` drain.
+    fn resize(&mut self, slots: &mut Vec<Slot>, want: u32) {
+        let before = slots.len();
+        slots.sort_by_key(|slot| slot.replica);
+        let mut leaving = Vec::new();
+        while slots.len() > want as usize {
+            let slot = slots.pop().expect("longer than want");
+            leaving.extend(slot.running.map(|running| (running, slot.replica)));
+        }
+        let mut replica = 0;
+        while slots.len() < want as usize {
+            while slots.iter().any(|slot| slot.replica == replica) {
+                replica += 1;
+            }
+            slots.push(Slot::new(replica));
+        }
+        if slots.len() != before {
+            self.event(
+                None,
+                "scaled",
+                format!(
+                    "generation {}: {before} -> {} replicas",
+                    self.run.generation,
+                    slots.len()
+                ),
+            );
+        }
+        // Out of the gateway before anything waits for its requests to end.
+        self.publish(slots);
+        for (running, replica) in leaving {
+            self.drain(running, replica, "scaled down");
+        }
+    }
+
+    /// Stops `running`, which the gateway no longer routes to (the caller unrouted it), in a
+    /// task of its own once its requests in flight ended, or after [`DRAIN`].
+    fn drain(&mut self, running: Running, replica: u32, reason: &'static str) {
+        let cx = Arc::clone(&self.cx);
+        let target = Arc::clone(&self.run.target);
+        let port = service_port(&self.run.spec);
+        let (app, name) = (self.run.app.clone(), self.run.name.clone());
+        self.drains.spawn(async move {
+            let address = running
+                .address()
+                .zip(port)
+                .map(|(ip, port)| SocketAddr::new(ip, port));
+            if let Some(address) = address {
+                let deadline = Instant::now() + DRAIN;
+                while target.in_flight(address) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let id = running.record.id.clone();
+            let update = InstanceUpdate::to(InstanceState::Exited).reason(reason);
+            if let Err(error) = cx.store.update_instance_state(&id, &update) {
+                tracing::warn!(%error, instance = id, "instance state not recorded");
+            }
+            let (data_dir, container) = (cx.data_dir.clone(), id.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                instance::stop_and_remove(&data_dir, &container, STOP_GRACE)
+            })
+            .await;
+            if let Err(error) = cx.store.remove_instance(&id) {
+                tracing::warn!(%error, "instance not forgotten");
+            }
+            if let Some(address) = address {
+                target.forget(address);
+            }
+            drop(running.reservation);
+            cx.event(
+                &app,
+                &name,
+                Some(&id),
+                "stopped",
+                format!("replica {replica} drained and stopped ({reason})"),
+            );
+        });
+    }
+
     /// One look at one replica: reap an exit, run a due health check, start a due container.
-    async fn step(&self, slot: &mut Slot) {
+    async fn step(&mut self, slot: &mut Slot) {
         if let Some(running) = &slot.running {
             let id = running.record.id.clone();
             let exited = {
@@ -202,7 +340,8 @@ impl Supervisor {
         }
     }
 
-    async fn exited(&self, slot: &mut Slot, record: &ContainerRecord, code: i32) {
+    async fn exited(&mut self, slot: &mut Slot, record: &ContainerRecord, code: i32) {
+        self.exits += 1;
         let reason = format!("exited with code {code}");
         self.event(Some(&record.id), "exited", reason.clone());
         self.remove(record, InstanceState::Exited, &reason).await;
@@ -251,7 +390,7 @@ impl Supervisor {
         (self.cx.ledger).reserve_or_retry(&key, service_requests(&self.run.spec))
     }
 
-    async fn start(&self, slot: &mut Slot) {
+    async fn start(&mut self, slot: &mut Slot) {
         let reservation = match self.reserve() {
             Ok(reservation) => reservation,
             Err(reason) => return self.wait_for_capacity(slot, reason),
@@ -313,7 +452,8 @@ impl Supervisor {
         slot.start_at = Some(Instant::now() + CAPACITY_RETRY);
     }
 
-    fn failed_start(&self, slot: &mut Slot, error: String) {
+    fn failed_start(&mut self, slot: &mut Slot, error: String) {
+        self.exits += 1;
         self.event(None, "failed", format!("cannot start: {error}"));
         let wait = slot.counter.exited(
             Instant::now(),
@@ -331,11 +471,26 @@ impl Supervisor {
         if running.next_check > Instant::now() {
             return;
         }
-        running.next_check = Instant::now() + spec.interval;
+        // Until the first pass, quick checks whose failures count only after the grace.
+        let starting = running.tracker.health == Health::Starting;
+        let grace = spec.interval.saturating_mul(spec.retries.max(1));
+        let in_grace = starting && running.started.elapsed() < grace;
+        running.next_check = Instant::now()
+            + match starting {
+                true => spec.interval.min(STARTING_INTERVAL),
+                false => spec.interval,
+            };
         let (Some(address), Some(pid)) = (running.address(), running.record.pid) else {
             return;
         };
         let outcome = health::check(spec, health::Target { address, pid }).await;
+        if in_grace && outcome.is_err() {
+            return;
+        }
+        if starting && outcome.is_err() {
+            // Past the grace a failing instance is checked at the spec's pace.
+            running.next_check = Instant::now() + spec.interval;
+        }
         let changed = running.tracker.record(outcome.is_ok(), spec.retries);
         let id = running.record.id.clone();
         match (changed, outcome) {
@@ -391,6 +546,7 @@ impl Supervisor {
                 desired: slots.len() as u32,
                 instances,
                 pending,
+                exits: self.exits,
             },
         );
         // After the status: whatever the gateway routes to, `skiff ps` already shows.
@@ -400,7 +556,7 @@ impl Supervisor {
                 .filter_map(|r| r.address())
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect();
-            self.run.target.set_healthy(healthy);
+            self.run.target.set_healthy(self.run.generation, healthy);
         }
     }
 

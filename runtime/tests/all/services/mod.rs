@@ -9,6 +9,7 @@
 
 mod capacity;
 mod jobs;
+mod rollout;
 mod sample;
 mod serving;
 

@@ -204,7 +204,7 @@ fn the_proxy_keeps_method_path_query_headers_and_body() {
 }
 
 #[test]
-fn exec_health_checks_decide_routing_and_a_changed_service_is_replaced() {
+fn exec_health_checks_decide_a_rollout_a_failing_change_is_rolled_back_a_good_one_replaces() {
     let Some(env) = env() else { return };
     let (netns, linux) = (&env.netns, &env.linux);
     let dir = tempfile::tempdir().unwrap();
@@ -217,25 +217,36 @@ fn exec_health_checks_decide_routing_and_a_changed_service_is_replaced() {
     wait_served(netns, &serve, "/index.html");
     let (first, _) = one_running(linux, None);
 
+    // The new version never passes its check: it is rolled back, the first one served on.
     let unhealthy = healthy.replace("/www/index.html", "/nowhere");
     deploy(linux, dir.path(), &unhealthy)
         .expect_code(0)
         .stdout_has("~ service web: health");
-    let (second, _) = one_running(linux, Some(&first));
-    assert!(
-        !linux.containers_dir().join(&first).exists(),
-        "{first} left"
-    );
     serve.wait_log("unhealthy: [\"test\", \"-f\", \"/nowhere\"] exited with");
-    let (status, body) = get(netns, serve.gateway, "/index.html");
-    assert_eq!(status, 503, "{body}");
+    serve.wait_log("generation 2 rolled back to generation 1");
+    assert_eq!(get(netns, serve.gateway, "/index.html").0, 200);
+    assert_eq!(one_running(linux, None).0, first);
     let ps = client(linux, &["ps"]);
     assert_eq!(
         ps_line(&ps, "shop/web")[2..4],
-        ["starting", "0/1"],
+        ["running", "1/1"],
         "{}",
         ps.stdout
     );
+
+    // A change that passes replaces it.
+    let changed = healthy.replace("/www/index.html", "/bin/sh");
+    deploy(linux, dir.path(), &changed)
+        .expect_code(0)
+        .stdout_has("~ service web: health");
+    let (second, _) = one_running(linux, Some(&first));
+    serve.wait_log("serves all 1 replicas");
+    wait_served(netns, &serve, "/index.html");
+    let deadline = Instant::now() + WAIT;
+    while linux.containers_dir().join(&first).exists() {
+        assert!(Instant::now() < deadline, "{first} left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
     assert!(!linux.containers_dir().join(&second).exists());
 }

@@ -1,0 +1,631 @@
+//! One service over its versions: the task that owns a service's supervisors (one per
+//! generation), rolls a new generation out, rolls it back when it fails, applies `skiff
+//! scale` and scales on CPU utilisation.
+//!
+//! A rollout ([`Rollout`]) is surge 1, unavailable 0: the new generation gets one more
+//! replica, and only once that one is healthy (routed by the gateway beside the old ones) does
+//! an old replica drain and stop. It fails when the new generation's instances exit or fail
+//! their checks [`FAILED_EXITS`] times, turn unhealthy, or a step takes longer than its
+//! deadline ([`step_deadline`]); then the new generation is stopped, the old ones get their
+//! replicas back and the stored spec is put back ([`Store::restore_workload`]), so `skiff ps`,
+//! the next deploy's diff and a restarted daemon all see the version that runs. A deploy in
+//! the middle of a rollout supersedes it: every generation but the newest counts as old.
+//!
+//! Autoscaling ([`Autoscaler`]) samples the current generation's cgroup CPU time every
+//! `interval`, turns it into per mille of the CPU request per replica and asks
+//! [`Hpa`] for `ceil(current × observed / target)`, smoothed by [`Stabiliser`] so replicas come
+//! down only after `window` of lower load. It pauses while a rollout runs. Its answer is
+//! stored as the workload's scale, so a restarted daemon starts where it left off.
+//!
+//! [`Store::restore_workload`]: crate::state::Store::restore_workload
+
+use super::Context;
+use super::status::{self, Progress};
+use super::supervisor::{self, ServiceRun};
+use crate::app::{ServiceScale, ServiceSpec};
+use crate::sched::service::{Hpa, Stabiliser};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How often a rollout's progress is looked at.
+const ROLLOUT_TICK: Duration = Duration::from_millis(100);
+
+/// Exits (or failed starts) of the new generation that fail its rollout.
+pub const FAILED_EXITS: u32 = 3;
+
+/// Commands a service's controller takes; sent by [`super::Workloads`].
+pub enum Command {
+    /// Roll out a new generation with this many replicas. Boxed: a run is large, scales
+    /// are small.
+    Deploy { run: Box<ServiceRun>, replicas: u32 },
+    /// `skiff scale`: replicas of the current generation.
+    Scale(u32),
+}
+
+/// How the node's autoscaling is tuned (`skiff serve --autoscale-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Time between CPU samples.
+    pub interval: Duration,
+    /// How long load must stay lower before replicas come down.
+    pub window: Duration,
+}
+
+impl Default for Tuning {
+    /// Kubernetes' horizontal pod autoscaler: 15 s sync, 5 min scale-down stabilisation.
+    fn default() -> Self {
+        Tuning {
+            interval: Duration::from_secs(15),
+            window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The longest one rollout step may take: a start, the start-up grace of its checks, and
+/// enough failed checks to call it unhealthy, plus 10 s; at most 5 min.
+pub fn step_deadline(spec: &ServiceSpec) -> Duration {
+    let checks = match &spec.health {
+        Some(health) => {
+            let one = health.interval + health.timeout;
+            one.saturating_mul(2 * (health.retries.max(1) + 1))
+        }
+        None => Duration::ZERO,
+    };
+    (Duration::from_secs(10) + checks).min(Duration::from_secs(300))
+}
+
+/// One generation's supervisor.
+struct Generation {
+    run: ServiceRun,
+    replicas: watch::Sender<u32>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Generation {
+    fn spawn(cx: &Arc<Context>, run: ServiceRun, replicas: u32) -> Self {
+        let (replicas, wanted) = watch::channel(replicas);
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(supervisor::supervise(
+            Arc::clone(cx),
+            run.clone(),
+            wanted,
+            stopped,
+        ));
+        Generation {
+            run,
+            replicas,
+            stop,
+            handle,
+        }
+    }
+
+    fn want(&self) -> u32 {
+        *self.replicas.borrow()
+    }
+
+    fn set(&self, replicas: u32) {
+        self.replicas.send_if_modified(|now| {
+            let changed = *now != replicas;
+            *now = replicas;
+            changed
+        });
+    }
+
+    fn progress(&self) -> Progress {
+        status::get(&self.run.progress)
+    }
+
+    fn healthy(&self) -> u32 {
+        let progress = self.progress();
+        progress
+            .instances
+            .iter()
+            .filter(|i| i.health == "healthy")
+            .count() as u32
+    }
+
+    /// Stops it; the handle ends once its containers are gone.
+    fn retire(self) -> JoinHandle<()> {
+        let _ = self.stop.send(true);
+        self.handle
+    }
+}
+
+/// A rollout in progress: the new generation is the controller's current one.
+#[derive(Debug)]
+struct Rollout {
+    /// Each old generation's replicas when the rollout began, to give back on failure.
+    before: Vec<(u64, u32)>,
+    /// When the current step fails.
+    deadline: Instant,
+}
+
+/// What a look at a rollout decides.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Not yet: the new replica is not healthy.
+    Wait,
+    /// Old replicas down to `old`, new up to `new`.
+    Step {
+        old: u32,
+        new: u32,
+    },
+    /// Every replica is new and healthy.
+    Done,
+    Failed(String),
+}
+
+/// The rule of a surge-1, unavailable-0 rollout to `want` replicas, given the new
+/// generation's wanted and healthy replicas and exits so far.
+fn judge(want: u32, new_want: u32, progress: &Progress, past_deadline: bool) -> Verdict {
+    if progress.exits >= FAILED_EXITS {
+        return Verdict::Failed(format!("its instances exited {} times", progress.exits));
+    }
+    if let Some(sick) = progress.instances.iter().find(|i| i.health == "unhealthy") {
+        return Verdict::Failed(format!(
+            "instance {} failed its health check",
+            supervisor::short(&sick.container)
+        ));
+    }
+    let healthy = progress
+        .instances
+        .iter()
+        .filter(|i| i.health == "healthy")
+        .count() as u32;
+    if healthy < new_want.min(want) {
+        return match past_deadline {
+            true => Verdict::Failed(format!(
+                "{healthy} of {new_want} new instances healthy by the step's deadline"
+            )),
+            false => Verdict::Wait,
+        };
+    }
+    if new_want >= want {
+        return Verdict::Done;
+    }
+    Verdict::Step {
+        old: want - new_want,
+        new: new_want + 1,
+    }
+}
+
+/// Samples CPU and recommends replicas for an autoscaled service.
+struct Autoscaler {
+    hpa: Hpa,
+    stabiliser: Stabiliser,
+    /// The CPU request of one replica, in millicores.
+    request_millis: u64,
+    interval: Duration,
+    next: Instant,
+    /// CPU time per container at the last sample.
+    last: Option<(Instant, HashMap<String, u64>)>,
+}
+
+impl Autoscaler {
+    fn of(run: &ServiceRun, tuning: Tuning) -> Option<Self> {
+        let Some(ServiceScale::Auto {
+            min,
+            max,
+            cpu_target,
+        }) = run.spec.scale()
+        else {
+            return None;
+        };
+        let request_millis = run.spec.cpu.map(|cpu| u64::from(cpu.millicores()))?;
+        Some(Autoscaler {
+            hpa: Hpa::new(min, max, u64::from(cpu_target.0) * 10),
+            stabiliser: Stabiliser::new(tuning.window),
+            request_millis,
+            interval: tuning.interval,
+            next: Instant::now() + tuning.interval,
+            last: None,
+        })
+    }
+
+    /// Per mille of the request the replicas present in both samples used on average since
+    /// the last one; `None` until two samples cover one replica.
+    fn observe(&mut self, now: Instant, sample: HashMap<String, u64>) -> Option<u64> {
+        let last = self.last.replace((now, sample));
+        let (then, before) = last?;
+        let (_, sample) = self.last.as_ref()?;
+        let elapsed = now.saturating_duration_since(then).as_micros() as u64;
+        let (mut used, mut replicas) = (0u64, 0u64);
+        for (id, usec) in sample {
+            if let Some(earlier) = before.get(id) {
+                used += usec.saturating_sub(*earlier);
+                replicas += 1;
+            }
+        }
+        if replicas == 0 || elapsed == 0 || self.request_millis == 0 {
+            return None;
+        }
+        // used / elapsed is in CPUs; × 1000 → millicores; / request × 1000 → per mille.
+        let per_mille = u128::from(used) * 1_000_000
+            / (u128::from(elapsed) * u128::from(replicas) * u128::from(self.request_millis));
+        Some(u64::try_from(per_mille).unwrap_or(u64::MAX))
+    }
+}
+
+/// What a controller shares with [`super::Workloads`].
+pub struct Shared {
+    /// What `skiff ps` shows.
+    pub progress: status::Shared,
+    /// The generation in charge, written on a rollout and on a rollback.
+    pub generation: Arc<AtomicU64>,
+    pub tuning: Tuning,
+}
+
+/// Runs one service until `stop`: starts `first` with `replicas`, then follows `commands`.
+pub async fn control(
+    cx: Arc<Context>,
+    shared: Shared,
+    first: ServiceRun,
+    replicas: u32,
+    mut commands: mpsc::Receiver<Command>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tuning = shared.tuning;
+    let mut control = Controller {
+        autoscaler: Autoscaler::of(&first, tuning),
+        current: Generation::spawn(&cx, first, replicas),
+        want: replicas,
+        old: Vec::new(),
+        rollout: None,
+        retiring: Vec::new(),
+        tuning,
+        generation: Arc::clone(&shared.generation),
+        cx,
+    };
+    let shared = shared.progress;
+    let mut tick = tokio::time::interval(ROLLOUT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            command = commands.recv() => match command {
+                Some(Command::Deploy { run, replicas }) => control.deploy(*run, replicas),
+                Some(Command::Scale(replicas)) => control.scale(replicas),
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+        if control.rollout.is_some() {
+            control.advance();
+        } else {
+            control.autoscale().await;
+        }
+        control.publish(&shared);
+    }
+    let mut handles = std::mem::take(&mut control.retiring);
+    handles.extend(control.old.drain(..).map(Generation::retire));
+    handles.push(control.current.retire());
+    for handle in handles {
+        let _ = handle.await;
+    }
+    status::set(&shared, Progress::default());
+}
+
+struct Controller {
+    cx: Arc<Context>,
+    tuning: Tuning,
+    /// The newest generation: the one rolling out, or the one that runs.
+    current: Generation,
+    /// Replicas wanted in all.
+    want: u32,
+    /// Older generations still running during a rollout.
+    old: Vec<Generation>,
+    rollout: Option<Rollout>,
+    /// Generations stopping, awaited when the controller ends.
+    retiring: Vec<JoinHandle<()>>,
+    autoscaler: Option<Autoscaler>,
+    /// The generation in charge, as [`super::Workloads`] reads it.
+    generation: Arc<AtomicU64>,
+}
+
+impl Controller {
+    fn deploy(&mut self, run: ServiceRun, replicas: u32) {
+        let generation = run.generation;
+        self.generation.store(generation, Ordering::Release);
+        let deadline = Instant::now() + step_deadline(&run.spec);
+        self.autoscaler = Autoscaler::of(&run, self.tuning);
+        let next = Generation::spawn(&self.cx, run, 0);
+        let previous = std::mem::replace(&mut self.current, next);
+        self.old.push(previous);
+        self.want = replicas;
+        self.rollout = Some(Rollout {
+            before: self
+                .old
+                .iter()
+                .map(|g| (g.run.generation, g.want()))
+                .collect(),
+            deadline,
+        });
+        self.event(
+            "rolling-out",
+            format!("rolling out generation {generation} to {replicas} replicas, one at a time"),
+        );
+        self.advance();
+    }
+
+    fn scale(&mut self, replicas: u32) {
+        self.want = replicas;
+        if self.rollout.is_none() {
+            self.current.set(replicas);
+        }
+        // During a rollout the next step reads `want`.
+    }
+
+    /// Takes the rollout one step further if its new replica is healthy; finishes or rolls
+    /// back.
+    fn advance(&mut self) {
+        let Some(deadline) = self.rollout.as_ref().map(|r| r.deadline) else {
+            return;
+        };
+        let now = Instant::now();
+        let progress = self.current.progress();
+        match judge(self.want, self.current.want(), &progress, now > deadline) {
+            Verdict::Wait => {}
+            Verdict::Step { old, new } => {
+                self.shrink_old(old);
+                self.current.set(new);
+                if let Some(rollout) = &mut self.rollout {
+                    rollout.deadline = now + step_deadline(&self.current.run.spec);
+                }
+            }
+            Verdict::Done => {
+                self.shrink_old(0);
+                self.current.set(self.want);
+                self.retiring
+                    .extend(self.old.drain(..).map(Generation::retire));
+                self.rollout = None;
+                let generation = self.current.run.generation;
+                self.event(
+                    "rolled-out",
+                    format!("generation {generation} serves all {} replicas", self.want),
+                );
+            }
+            Verdict::Failed(why) => self.roll_back(why),
+        }
+    }
+
+    /// Old generations down to `total` replicas in all, the oldest first.
+    fn shrink_old(&self, total: u32) {
+        let mut excess = self.old.iter().map(Generation::want).sum::<u32>();
+        excess = excess.saturating_sub(total);
+        for generation in &self.old {
+            let cut = generation.want().min(excess);
+            generation.set(generation.want() - cut);
+            excess -= cut;
+        }
+    }
+
+    /// The new generation failed: it stops, the old ones get their replicas back, and the one
+    /// that had the most (the newest on a tie) is current again, in the store too.
+    fn roll_back(&mut self, why: String) {
+        let Some(rollout) = self.rollout.take() else {
+            return;
+        };
+        let failed = self.current.run.generation;
+        for generation in &self.old {
+            let before = rollout
+                .before
+                .iter()
+                .find(|(g, _)| *g == generation.run.generation)
+                .map_or(0, |(_, n)| *n);
+            generation.set(before);
+        }
+        let back = (0..self.old.len())
+            .max_by_key(|&i| (self.old[i].want(), i))
+            .expect("a rollout has an old generation");
+        let previous = self.old.remove(back);
+        self.want = previous.want();
+        let failed_generation = std::mem::replace(&mut self.current, previous);
+        self.retiring.push(failed_generation.retire());
+        self.autoscaler = Autoscaler::of(&self.current.run, self.tuning);
+        let run = &self.current.run;
+        self.generation.store(run.generation, Ordering::Release);
+        let message = format!(
+            "generation {failed} rolled back to generation {}: {why}",
+            run.generation
+        );
+        match serde_json::to_value(&run.spec) {
+            Ok(spec) => {
+                if let Err(error) =
+                    (self.cx.store).restore_workload(&run.app, &run.name, run.generation, &spec)
+                {
+                    tracing::error!(%error, "the rolled-back spec was not stored");
+                }
+            }
+            Err(error) => tracing::error!(%error, "the rolled-back spec does not serialise"),
+        }
+        crate::metrics::global().decision("rolled_back");
+        self.event("rolled-back", message);
+        // Generations other than the one back in charge converge to it.
+        if self.old.iter().any(|g| g.want() > 0) {
+            self.rollout = Some(Rollout {
+                before: self
+                    .old
+                    .iter()
+                    .map(|g| (g.run.generation, g.want()))
+                    .collect(),
+                deadline: Instant::now() + step_deadline(&self.current.run.spec),
+            });
+        } else {
+            self.retiring
+                .extend(self.old.drain(..).map(Generation::retire));
+        }
+    }
+
+    /// One autoscaling decision when one is due.
+    async fn autoscale(&mut self) {
+        let Some(scaler) = &mut self.autoscaler else {
+            return;
+        };
+        let now = Instant::now();
+        if now < scaler.next {
+            return;
+        }
+        scaler.next = now + scaler.interval;
+        let instances = self.current.progress().instances;
+        let sample = tokio::task::spawn_blocking(move || status::cpu_by_container(&instances))
+            .await
+            .unwrap_or_default();
+        let Some(observed) = scaler.observe(now, sample) else {
+            return;
+        };
+        let current = self.current.want();
+        let desired = scaler.hpa.desired(current, observed);
+        let replicas = scaler.stabiliser.recommend(now, desired);
+        if replicas == current {
+            return;
+        }
+        let (decision, verb) = match replicas > current {
+            true => ("scaled_up", "up"),
+            false => ("scaled_down", "down"),
+        };
+        crate::metrics::global().decision(decision);
+        self.want = replicas;
+        self.current.set(replicas);
+        let message = format!(
+            "scaled {verb} from {current} to {replicas} replicas: CPU at {}% of the request, \
+             target {}%",
+            observed / 10,
+            scaler.hpa.target / 10
+        );
+        let run = &self.current.run;
+        if let Err(error) = self.cx.store.set_scale(&run.app, &run.name, Some(replicas)) {
+            tracing::warn!(%error, "the autoscaled replicas were not stored");
+        }
+        self.event("autoscaled", message);
+    }
+
+    /// What `skiff ps` shows: the current generation, with old instances still serving and
+    /// the rollout's state.
+    fn publish(&self, shared: &status::Shared) {
+        let mut progress = self.current.progress();
+        progress.desired = self.want;
+        if self.rollout.is_some() {
+            let new = self.current.healthy();
+            progress.state = format!(
+                "rolling out generation {} ({new}/{} new)",
+                self.current.run.generation, self.want
+            );
+            for old in &self.old {
+                progress.instances.extend(old.progress().instances);
+            }
+        }
+        status::set(shared, progress);
+    }
+
+    fn event(&self, kind: &str, message: String) {
+        let run = &self.current.run;
+        self.cx.event(&run.app, &run.name, None, kind, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::services::status::InstanceProgress;
+
+    fn progress(health: &[&'static str], exits: u32) -> Progress {
+        Progress {
+            instances: health
+                .iter()
+                .enumerate()
+                .map(|(i, health)| InstanceProgress {
+                    container: format!("c{i}"),
+                    health,
+                    address: None,
+                })
+                .collect(),
+            exits,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn a_rollout_adds_one_new_replica_per_healthy_one_and_ends_when_all_are_new() {
+        assert_eq!(
+            judge(3, 0, &progress(&[], 0), false),
+            Verdict::Step { old: 3, new: 1 },
+            "the first new replica starts before any old one stops"
+        );
+        assert_eq!(
+            judge(3, 1, &progress(&["starting"], 0), false),
+            Verdict::Wait
+        );
+        assert_eq!(
+            judge(3, 1, &progress(&["healthy"], 0), false),
+            Verdict::Step { old: 2, new: 2 }
+        );
+        assert_eq!(
+            judge(3, 3, &progress(&["healthy"; 3], 0), false),
+            Verdict::Done
+        );
+    }
+
+    #[test]
+    fn a_rollout_fails_on_exits_an_unhealthy_instance_or_the_deadline() {
+        assert!(matches!(
+            judge(2, 1, &progress(&[], FAILED_EXITS), false),
+            Verdict::Failed(why) if why.contains("exited 3 times")
+        ));
+        assert!(matches!(
+            judge(2, 1, &progress(&["unhealthy"], 0), false),
+            Verdict::Failed(why) if why.contains("c0 failed its health check")
+        ));
+        assert!(matches!(
+            judge(2, 1, &progress(&["starting"], 0), true),
+            Verdict::Failed(why) if why.contains("0 of 1 new instances healthy")
+        ));
+        assert_eq!(
+            judge(2, 1, &progress(&["healthy"], 0), true),
+            Verdict::Step { old: 1, new: 2 },
+            "a healthy step is taken even late"
+        );
+    }
+
+    #[test]
+    fn utilisation_is_per_mille_of_the_request_over_replicas_in_both_samples() {
+        let mut scaler = Autoscaler {
+            hpa: Hpa::new(1, 4, 500),
+            stabiliser: Stabiliser::new(Duration::from_secs(60)),
+            request_millis: 200,
+            interval: Duration::from_secs(1),
+            next: Instant::now(),
+            last: None,
+        };
+        let t0 = Instant::now();
+        let sample = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(id, usec)| (id.to_string(), *usec))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(scaler.observe(t0, sample(&[("a", 0), ("b", 0)])), None);
+        // In 1 s, a used 0.2 CPU (its whole request) and b 0.1; c is new, not counted.
+        let t1 = t0 + Duration::from_secs(1);
+        let observed = scaler.observe(t1, sample(&[("a", 200_000), ("b", 100_000), ("c", 5)]));
+        assert_eq!(observed, Some(750));
+        assert_eq!(scaler.hpa.desired(2, 750), 3, "ceil(2 × 750 / 500)");
+    }
+
+    #[test]
+    fn a_steps_deadline_grows_with_the_checks_and_is_capped() {
+        let spec = |health: &str| -> ServiceSpec {
+            toml::from_str(&format!("image = \"x\"\n{health}")).unwrap()
+        };
+        assert_eq!(step_deadline(&spec("")), Duration::from_secs(10));
+        let checked =
+            spec("health = { tcp = 80, interval = \"1s\", timeout = \"1s\", retries = 2 }");
+        assert_eq!(step_deadline(&checked), Duration::from_secs(22));
+        let slow = spec("health = { tcp = 80, interval = \"1h\" }");
+        assert_eq!(step_deadline(&slow), Duration::from_secs(300));
+    }
+}
