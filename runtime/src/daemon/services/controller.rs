@@ -25,8 +25,8 @@ use super::supervisor::{self, ServiceRun};
 use crate::app::{ServiceScale, ServiceSpec};
 use crate::sched::service::{Hpa, Stabiliser};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -118,15 +118,6 @@ impl Generation {
 
     fn progress(&self) -> Progress {
         status::get(&self.run.progress)
-    }
-
-    fn healthy(&self) -> u32 {
-        let progress = self.progress();
-        progress
-            .instances
-            .iter()
-            .filter(|i| i.health == "healthy")
-            .count() as u32
     }
 
     /// Stops it; the handle ends once its containers are gone.
@@ -254,10 +245,54 @@ impl Autoscaler {
 /// What a controller shares with [`super::Workloads`].
 pub struct Shared {
     /// What `skiff ps` shows.
-    pub progress: status::Shared,
+    pub view: View,
     /// The generation in charge, written on a rollout and on a rollback.
     pub generation: Arc<AtomicU64>,
     pub tuning: Tuning,
+}
+
+/// A service as `skiff ps` sees it, put together when read from the supervisors' own
+/// progress: a supervisor publishes its progress before it changes the gateway's routes, so
+/// whatever the gateway routes to is already in the view.
+#[derive(Clone, Default)]
+pub struct View(Arc<Mutex<Parts>>);
+
+#[derive(Default)]
+struct Parts {
+    current: Option<(u64, status::Shared)>,
+    old: Vec<status::Shared>,
+    rolling_out: bool,
+    want: u32,
+}
+
+impl View {
+    pub fn progress(&self) -> Progress {
+        let parts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((generation, current)) = &parts.current else {
+            return Progress::default();
+        };
+        let mut progress = status::get(current);
+        progress.desired = parts.want;
+        if parts.rolling_out {
+            let new = progress
+                .instances
+                .iter()
+                .filter(|i| i.health == "healthy")
+                .count();
+            progress.state = format!(
+                "rolling out generation {generation} ({new}/{} new)",
+                parts.want
+            );
+            for old in &parts.old {
+                progress.instances.extend(status::get(old).instances);
+            }
+        }
+        progress
+    }
+
+    fn set(&self, parts: Parts) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = parts;
+    }
 }
 
 /// Runs one service until `stop`: starts `first` with `replicas`, then follows `commands`.
@@ -281,7 +316,8 @@ pub async fn control(
         generation: Arc::clone(&shared.generation),
         cx,
     };
-    let shared = shared.progress;
+    let view = shared.view;
+    control.publish(&view);
     let mut tick = tokio::time::interval(ROLLOUT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -299,7 +335,7 @@ pub async fn control(
         } else {
             control.autoscale().await;
         }
-        control.publish(&shared);
+        control.publish(&view);
     }
     let mut handles = std::mem::take(&mut control.retiring);
     handles.extend(control.old.drain(..).map(Generation::retire));
@@ -307,7 +343,7 @@ pub async fn control(
     for handle in handles {
         let _ = handle.await;
     }
-    status::set(&shared, Progress::default());
+    view.set(Parts::default());
 }
 
 struct Controller {
@@ -504,22 +540,19 @@ impl Controller {
         self.event("autoscaled", message);
     }
 
-    /// What `skiff ps` shows: the current generation, with old instances still serving and
-    /// the rollout's state.
-    fn publish(&self, shared: &status::Shared) {
-        let mut progress = self.current.progress();
-        progress.desired = self.want;
-        if self.rollout.is_some() {
-            let new = self.current.healthy();
-            progress.state = format!(
-                "rolling out generation {} ({new}/{} new)",
-                self.current.run.generation, self.want
-            );
-            for old in &self.old {
-                progress.instances.extend(old.progress().instances);
-            }
-        }
-        status::set(shared, progress);
+    /// Tells the view which supervisors make up the service now.
+    fn publish(&self, view: &View) {
+        view.set(Parts {
+            current: Some((
+                self.current.run.generation,
+                Arc::clone(&self.current.run.progress),
+            )),
+            old: (self.old.iter())
+                .map(|g| Arc::clone(&g.run.progress))
+                .collect(),
+            rolling_out: self.rollout.is_some(),
+            want: self.want,
+        });
     }
 
     fn event(&self, kind: &str, message: String) {

@@ -164,12 +164,27 @@ pub struct ServiceRoute {
     pub target: Arc<ServiceTarget>,
 }
 
+/// Where a task's progress is read.
+enum Progress {
+    Service(controller::View),
+    Job(status::Shared),
+}
+
+impl Progress {
+    fn get(&self) -> status::Progress {
+        match self {
+            Progress::Service(view) => view.progress(),
+            Progress::Job(shared) => status::get(shared),
+        }
+    }
+}
+
 /// One running task: a service's controller or a job's runner.
 struct Task {
     /// The generation it runs: the newest handed to it, or for a service the one a failed
     /// rollout went back to (its controller writes it then).
     generation: Arc<AtomicU64>,
-    progress: status::Shared,
+    progress: Progress,
     target: Option<Arc<ServiceTarget>>,
     /// A service's controller takes new generations and scales here; `None` for a job.
     commands: Option<mpsc::Sender<controller::Command>>,
@@ -355,14 +370,14 @@ impl Workloads {
                 }
                 None => {
                     let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
-                    let progress = status::Shared::default();
+                    let view = controller::View::default();
                     let (commands, received) = mpsc::channel(COMMANDS);
                     let (stop, stopped) = watch::channel(false);
                     let running = Arc::new(AtomicU64::new(generation));
                     let handle = tokio::spawn(controller::control(
                         Arc::clone(&self.cx),
                         controller::Shared {
-                            progress: Arc::clone(&progress),
+                            view: view.clone(),
                             generation: Arc::clone(&running),
                             tuning: self.tuning,
                         },
@@ -375,7 +390,7 @@ impl Workloads {
                         key.clone(),
                         Task {
                             generation: running,
-                            progress,
+                            progress: Progress::Service(view),
                             target: Some(target),
                             commands: Some(commands),
                             stop,
@@ -424,7 +439,7 @@ impl Workloads {
                 key,
                 Task {
                     generation: Arc::new(AtomicU64::new(generation)),
-                    progress,
+                    progress: Progress::Job(progress),
                     target: None,
                     commands: None,
                     stop,
@@ -476,7 +491,7 @@ impl Workloads {
                     };
                     let key = (app.name.clone(), workload.name.clone());
                     let progress = match tasks.get(&key) {
-                        Some(task) => status::get(&task.progress),
+                        Some(task) => task.progress.get(),
                         None => self.idle_progress(&app.name, &workload.name, workload.generation),
                     };
                     listed.push((app.name.clone(), workload.name.clone(), kind, progress));
