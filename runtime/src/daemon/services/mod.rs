@@ -1,4 +1,5 @@
-//! Services and jobs run by the daemon, as Linux containers.
+//! Services and jobs run by the daemon, as Linux containers (Wasm services and jobs run
+//! in-process: [`wasm`], [`jobs`]).
 //!
 //! [`Workloads`] keeps one tokio task per service ([`supervisor`]) and per unfinished job
 //! ([`jobs`]), each started with the workload's generation. A redeploy retires the tasks of
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod proxy;
 pub mod status;
 pub mod supervisor;
+pub mod wasm;
 
 use super::capacity::NodeLedger;
 use crate::app::{AppSpec, ServiceScale, ServiceSpec, Source};
@@ -52,11 +54,8 @@ pub enum WorkloadError {
         image: String,
         error: Box<ImagesError>,
     },
-    #[error(
-        "service {workload}: {image} is a Wasm image, and Wasm services are not run yet; use a \
-         Linux image, or serve it as a [function]"
-    )]
-    WasmNotRun { workload: String, image: String },
+    #[error(transparent)]
+    WasmService(#[from] wasm::WasmServiceError),
     #[error("job {workload}: {error}")]
     Wasm {
         workload: String,
@@ -116,8 +115,10 @@ pub fn service_port(spec: &ServiceSpec) -> Option<u16> {
 /// What an app's services and jobs run, by workload name.
 #[derive(Clone, Default)]
 pub struct Resolved {
-    /// Each service's Linux image.
+    /// Each Linux service's image.
     pub services: BTreeMap<String, ImageRecord>,
+    /// Each Wasm service's command, run in-process.
+    pub wasm_services: BTreeMap<String, wasm::WasmService>,
     pub jobs: BTreeMap<String, JobCode>,
 }
 
@@ -162,6 +163,8 @@ struct Task {
     generation: u64,
     progress: status::Shared,
     target: Option<Arc<ServiceTarget>>,
+    /// Its executor, for `skiff ps`: `linux` or `wasm`.
+    runtime: &'static str,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
@@ -190,9 +193,10 @@ impl Workloads {
         }
     }
 
-    /// Finds the image of every service and job in the local store and compiles Wasm jobs:
-    /// a missing image, a Wasm service or a Wasm job that does not compile is refused before
-    /// anything is stored or started. Blocking.
+    /// Finds the image of every service and job in the local store and compiles Wasm
+    /// services and jobs: a missing image, a Wasm service asking for what it cannot do (see
+    /// [`wasm`]) or Wasm that does not compile is refused before anything is stored or
+    /// started. Blocking.
     pub fn resolve(&self, spec: &AppSpec) -> Result<Resolved, WorkloadError> {
         let mut resolved = Resolved::default();
         if spec.services.is_empty() && spec.jobs.is_empty() {
@@ -205,10 +209,18 @@ impl Workloads {
         for (name, service) in &spec.services {
             let record = find(&store, "service", &workload(name), &service.image)?;
             if record.kind == ImageKind::Wasm {
-                return Err(WorkloadError::WasmNotRun {
-                    workload: workload(name),
-                    image: service.image.clone(),
-                });
+                let (cx, app) = (&self.cx, &spec.name);
+                let code = wasm::resolve(
+                    &cx.engine,
+                    &store,
+                    &cx.data_dir,
+                    app,
+                    name,
+                    service,
+                    &record,
+                )?;
+                resolved.wasm_services.insert(name.clone(), code);
+                continue;
             }
             resolved.services.insert(name.clone(), record);
         }
@@ -300,6 +312,36 @@ impl Workloads {
             mine
         };
         for (name, service) in &spec.services {
+            if let (Some(generation), Some(code)) = (
+                generation(Some(record), name),
+                resolved.wasm_services.get(name),
+            ) {
+                let key = (app.clone(), name.clone());
+                if !tasks.contains_key(&key) {
+                    let progress = status::Shared::default();
+                    let run = wasm::WasmServiceRun {
+                        progress: Arc::clone(&progress),
+                        app: app.clone(),
+                        name: name.clone(),
+                        generation,
+                        spec: service.clone(),
+                        replicas: replicas(record, name, service),
+                        service: code.clone(),
+                    };
+                    let (stop, stopped) = watch::channel(false);
+                    let handle = tokio::spawn(wasm::supervise(Arc::clone(&self.cx), run, stopped));
+                    let task = Task {
+                        generation,
+                        progress,
+                        target: None,
+                        runtime: "wasm",
+                        stop,
+                        handle,
+                    };
+                    tasks.insert(key, task);
+                }
+                continue;
+            }
             let (Some(generation), Some(image)) =
                 (generation(Some(record), name), resolved.services.get(name))
             else {
@@ -329,6 +371,7 @@ impl Workloads {
                         generation,
                         progress,
                         target: Some(target),
+                        runtime: "linux",
                         stop,
                         handle,
                     },
@@ -376,6 +419,10 @@ impl Workloads {
                     generation,
                     progress,
                     target: None,
+                    runtime: match code {
+                        JobCode::Linux(_) => "linux",
+                        JobCode::Wasm(_) => "wasm",
+                    },
                     stop,
                     handle,
                 },
@@ -407,18 +454,31 @@ impl Workloads {
                         WorkloadKind::Function => continue,
                     };
                     let key = (app.name.clone(), workload.name.clone());
-                    let progress = match tasks.get(&key) {
-                        Some(task) => status::get(&task.progress),
-                        None => self.idle_progress(&app.name, &workload.name, workload.generation),
+                    let (runtime, progress) = match tasks.get(&key) {
+                        Some(task) => (task.runtime, status::get(&task.progress)),
+                        None => (
+                            "linux",
+                            self.idle_progress(&app.name, &workload.name, workload.generation),
+                        ),
                     };
-                    listed.push((app.name.clone(), workload.name.clone(), kind, progress));
+                    listed.push((
+                        app.name.clone(),
+                        workload.name.clone(),
+                        kind,
+                        runtime,
+                        progress,
+                    ));
                 }
             }
         }
         listed
             .into_iter()
-            .map(|(app, workload, kind, progress)| {
-                let (cpu_usec, memory_bytes) = status::measure(&progress.instances);
+            .map(|(app, workload, kind, runtime, progress)| {
+                // Wasm instances live inside the daemon: no cgroup of their own to read.
+                let (cpu_usec, memory_bytes) = match runtime {
+                    "wasm" => (0, 0),
+                    _ => status::measure(&progress.instances),
+                };
                 let ready = progress
                     .instances
                     .iter()
@@ -428,7 +488,7 @@ impl Workloads {
                     app,
                     workload,
                     kind,
-                    runtime: "linux",
+                    runtime,
                     state: progress.state,
                     ready,
                     desired: progress.desired,
