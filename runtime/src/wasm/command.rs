@@ -55,14 +55,23 @@ pub fn check(engine: &WasmEngine, program: &Program) -> Result<(), WasmError> {
             }
         }
         Code::Component(component) => {
+            let not_a_command = || WasmError::MissingExport {
+                name: name.to_string(),
+                export: "`wasi:cli/run`",
+                hint: "build it as a command (a binary for wasm32-wasip2); an HTTP component \
+                       is served as a [function] or by `skiff run --listen`",
+            };
+            // Before linking: an HTTP component would otherwise fail on its wasi:http imports,
+            // which says less about what is wrong.
+            let component_type = component.component_type();
+            let mut exports = component_type.exports(engine.engine());
+            if !exports.any(|(export, _)| export.starts_with("wasi:cli/run@")) {
+                return Err(not_a_command());
+            }
             let pre = link::component_pre(engine, name, component, false)?;
             wasmtime_wasi::p2::bindings::CommandPre::new(pre)
                 .map(drop)
-                .map_err(|_| WasmError::MissingExport {
-                    name: name.to_string(),
-                    export: "`wasi:cli/run`",
-                    hint: COMPONENT_HINT,
-                })
+                .map_err(|_| not_a_command())
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::state::{self, AppRecord, Store, WorkloadKind};
 use crate::wasm::engine::WasmEngine;
 use crate::wasm::{Program, WasmError, WasmKind};
 use proxy::ServiceTarget;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -317,7 +317,7 @@ impl Workloads {
                 resolved.wasm_services.get(name),
             ) {
                 let key = (app.clone(), name.clone());
-                if !tasks.contains_key(&key) {
+                if let btree_map::Entry::Vacant(vacant) = tasks.entry(key) {
                     let progress = status::Shared::default();
                     let run = wasm::WasmServiceRun {
                         progress: Arc::clone(&progress),
@@ -338,7 +338,7 @@ impl Workloads {
                         stop,
                         handle,
                     };
-                    tasks.insert(key, task);
+                    vacant.insert(task);
                 }
                 continue;
             }

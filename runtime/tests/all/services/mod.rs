@@ -11,6 +11,7 @@ mod capacity;
 mod jobs;
 mod sample;
 mod serving;
+mod wasm;
 
 use crate::linux::{IMAGE, Linux, Netns, linux};
 use crate::support::*;
