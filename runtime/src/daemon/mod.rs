@@ -7,9 +7,10 @@
 //!
 //! Functions scale per request and to zero ([`target`]); every warm function holds memory in
 //! the node's one ledger ([`capacity`], `Daemon::ledger`), which also refuses at deploy what
-//! could never fit. Services and jobs run as Linux containers under [`services`]: supervised,
-//! health-checked, routed through the gateway and adopted again after a restart. The daemon
-//! does not own the sockets (the CLI binds them) nor the HTTP surface (`api`).
+//! could never fit. Services and jobs run under [`services`]: Linux ones as containers,
+//! supervised, health-checked, routed through the gateway and adopted again after a restart;
+//! Wasm ones in-process. The daemon does not own the sockets (the CLI binds them) nor the
+//! HTTP surface (`api`).
 
 pub mod body;
 pub mod capacity;

@@ -37,6 +37,50 @@ pub async fn run(
     }
 }
 
+/// Checks, without running it, that `program` links and is a command (a module's `_start`,
+/// a component's `wasi:cli/run`): what a deploy refuses up front rather than failing at
+/// every start.
+pub fn check(engine: &WasmEngine, program: &Program) -> Result<(), WasmError> {
+    let name = program.name();
+    match &program.code {
+        Code::Module(module) => {
+            link::module_pre(engine, name, module)?;
+            match module.get_export("_start") {
+                Some(wasmtime::ExternType::Func(_)) => Ok(()),
+                _ => Err(WasmError::MissingExport {
+                    name: name.to_string(),
+                    export: "`_start`",
+                    hint: MODULE_HINT,
+                }),
+            }
+        }
+        Code::Component(component) => {
+            let not_a_command = || WasmError::MissingExport {
+                name: name.to_string(),
+                export: "`wasi:cli/run`",
+                hint: "build it as a command (a binary for wasm32-wasip2); an HTTP component \
+                       is served as a [function] or by `skiff run --listen`",
+            };
+            // Before linking: an HTTP component would otherwise fail on its wasi:http imports,
+            // which says less about what is wrong.
+            let component_type = component.component_type();
+            let mut exports = component_type.exports(engine.engine());
+            if !exports.any(|(export, _)| export.starts_with("wasi:cli/run@")) {
+                return Err(not_a_command());
+            }
+            let pre = link::component_pre(engine, name, component, false)?;
+            wasmtime_wasi::p2::bindings::CommandPre::new(pre)
+                .map(drop)
+                .map_err(|_| not_a_command())
+        }
+    }
+}
+
+const MODULE_HINT: &str =
+    "build it as a WASI command (a binary, not a library), e.g. for wasm32-wasip1";
+const COMPONENT_HINT: &str =
+    "build it as a command (a binary for wasm32-wasip2); to serve HTTP use --listen";
+
 async fn run_module(
     engine: &WasmEngine,
     name: &str,
@@ -48,13 +92,15 @@ async fn run_module(
     let wasi = caps.wasi_builder()?.build_p1();
     let mut store = module_store(engine, wasi, limits);
     let instance = pre.instantiate_async(&mut store).await?;
-    let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|_| {
-        wasmtime::Error::new(WasmError::MissingExport {
-            name: name.to_string(),
-            export: "`_start`",
-            hint: "build it as a WASI command (a binary, not a library), e.g. for wasm32-wasip1",
-        })
-    })?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|_| {
+            wasmtime::Error::new(WasmError::MissingExport {
+                name: name.to_string(),
+                export: "`_start`",
+                hint: MODULE_HINT,
+            })
+        })?;
     with_deadline(limits, start.call_async(&mut store, ())).await
 }
 
@@ -70,7 +116,7 @@ async fn run_component(
         wasmtime::Error::new(WasmError::MissingExport {
             name: name.to_string(),
             export: "`wasi:cli/run`",
-            hint: "build it as a command (a binary for wasm32-wasip2); to serve HTTP use --listen",
+            hint: COMPONENT_HINT,
         })
     })?;
     let mut store = component_store(engine, caps, limits)?;

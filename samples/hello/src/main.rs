@@ -13,9 +13,12 @@
 //!   `std::process::exit(N)`,
 //! * stdin: `--stdin` copies stdin verbatim to stdout,
 //! * stderr: `--stderr MSG` writes `MSG` (plus a newline) to stderr.
+//! * a long run: `HELLO_SLEEP=SECS` sleeps that long before exiting, so the
+//!   same program stands in for a long-running service (skiff's Wasm
+//!   services) that is stopped from outside.
 //!
 //! Order of effects: greeting, args, env, then `--stderr` messages, then the
-//! `--stdin` copy, then the exit code.
+//! `--stdin` copy, then the sleep, then the exit code.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -67,6 +70,10 @@ fn main() -> ExitCode {
     }
     out.flush().unwrap();
     drop(out);
+
+    if let Some(secs) = std::env::var("HELLO_SLEEP").ok().and_then(|v| v.trim().parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
 
     match exit_code {
         // `std::process::exit` on purpose: this is the path the runtime's

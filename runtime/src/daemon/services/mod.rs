@@ -1,4 +1,5 @@
-//! Services and jobs run by the daemon, as Linux containers.
+//! Services and jobs run by the daemon, as Linux containers (Wasm services and jobs run
+//! in-process: [`wasm`], [`jobs`]).
 //!
 //! [`Workloads`] keeps one tokio task per service ([`controller`], which runs a [`supervisor`]
 //! per generation) and per unfinished job ([`jobs`]). A redeploy hands a changed service's
@@ -15,6 +16,7 @@ pub mod jobs;
 pub mod proxy;
 pub mod status;
 pub mod supervisor;
+pub mod wasm;
 
 use super::capacity::NodeLedger;
 use crate::app::{AppSpec, ServiceScale, ServiceSpec, Source};
@@ -27,7 +29,7 @@ use crate::state::{self, AppRecord, Store, WorkloadKind};
 use crate::wasm::engine::WasmEngine;
 use crate::wasm::{Program, WasmError, WasmKind};
 use proxy::ServiceTarget;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,11 +61,8 @@ pub enum WorkloadError {
         image: String,
         error: Box<ImagesError>,
     },
-    #[error(
-        "service {workload}: {image} is a Wasm image, and Wasm services are not run yet; use a \
-         Linux image, or serve it as a [function]"
-    )]
-    WasmNotRun { workload: String, image: String },
+    #[error(transparent)]
+    WasmService(#[from] wasm::WasmServiceError),
     #[error("job {workload}: {error}")]
     Wasm {
         workload: String,
@@ -123,8 +122,10 @@ pub fn service_port(spec: &ServiceSpec) -> Option<u16> {
 /// What an app's services and jobs run, by workload name.
 #[derive(Clone, Default)]
 pub struct Resolved {
-    /// Each service's Linux image.
+    /// Each Linux service's image.
     pub services: BTreeMap<String, ImageRecord>,
+    /// Each Wasm service's command, run in-process.
+    pub wasm_services: BTreeMap<String, wasm::WasmService>,
     pub jobs: BTreeMap<String, JobCode>,
 }
 
@@ -166,15 +167,17 @@ pub struct ServiceRoute {
 
 /// Where a task's progress is read.
 enum Progress {
+    /// A Linux service's controller: its supervisors' progress, put together when read.
     Service(controller::View),
-    Job(status::Shared),
+    /// What a job's runner or a Wasm service's supervisor publishes.
+    Published(status::Shared),
 }
 
 impl Progress {
     fn get(&self) -> status::Progress {
         match self {
             Progress::Service(view) => view.progress(),
-            Progress::Job(shared) => status::get(shared),
+            Progress::Published(shared) => status::get(shared),
         }
     }
 }
@@ -188,6 +191,8 @@ struct Task {
     target: Option<Arc<ServiceTarget>>,
     /// A service's controller takes new generations and scales here; `None` for a job.
     commands: Option<mpsc::Sender<controller::Command>>,
+    /// Its executor, for `skiff ps`: `linux` or `wasm`.
+    runtime: &'static str,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
@@ -219,9 +224,10 @@ impl Workloads {
         }
     }
 
-    /// Finds the image of every service and job in the local store and compiles Wasm jobs:
-    /// a missing image, a Wasm service or a Wasm job that does not compile is refused before
-    /// anything is stored or started. Blocking.
+    /// Finds the image of every service and job in the local store and compiles Wasm
+    /// services and jobs: a missing image, a Wasm service asking for what it cannot do (see
+    /// [`wasm`]) or Wasm that does not compile is refused before anything is stored or
+    /// started. Blocking.
     pub fn resolve(&self, spec: &AppSpec) -> Result<Resolved, WorkloadError> {
         let mut resolved = Resolved::default();
         if spec.services.is_empty() && spec.jobs.is_empty() {
@@ -234,10 +240,18 @@ impl Workloads {
         for (name, service) in &spec.services {
             let record = find(&store, "service", &workload(name), &service.image)?;
             if record.kind == ImageKind::Wasm {
-                return Err(WorkloadError::WasmNotRun {
-                    workload: workload(name),
-                    image: service.image.clone(),
-                });
+                let (cx, app) = (&self.cx, &spec.name);
+                let code = wasm::resolve(
+                    &cx.engine,
+                    &store,
+                    &cx.data_dir,
+                    app,
+                    name,
+                    service,
+                    &record,
+                )?;
+                resolved.wasm_services.insert(name.clone(), code);
+                continue;
             }
             resolved.services.insert(name.clone(), record);
         }
@@ -337,6 +351,37 @@ impl Workloads {
             mine
         };
         for (name, service) in &spec.services {
+            if let (Some(generation), Some(code)) = (
+                generation(Some(record), name),
+                resolved.wasm_services.get(name),
+            ) {
+                let key = (app.clone(), name.clone());
+                if let btree_map::Entry::Vacant(vacant) = tasks.entry(key) {
+                    let progress = status::Shared::default();
+                    let run = wasm::WasmServiceRun {
+                        progress: Arc::clone(&progress),
+                        app: app.clone(),
+                        name: name.clone(),
+                        generation,
+                        spec: service.clone(),
+                        replicas: replicas(record, name, service),
+                        service: code.clone(),
+                    };
+                    let (stop, stopped) = watch::channel(false);
+                    let handle = tokio::spawn(wasm::supervise(Arc::clone(&self.cx), run, stopped));
+                    let task = Task {
+                        generation: Arc::new(AtomicU64::new(generation)),
+                        progress: Progress::Published(progress),
+                        target: None,
+                        commands: None,
+                        runtime: "wasm",
+                        stop,
+                        handle,
+                    };
+                    vacant.insert(task);
+                }
+                continue;
+            }
             let (Some(generation), Some(image)) =
                 (generation(Some(record), name), resolved.services.get(name))
             else {
@@ -393,6 +438,7 @@ impl Workloads {
                             progress: Progress::Service(view),
                             target: Some(target),
                             commands: Some(commands),
+                            runtime: "linux",
                             stop,
                             handle,
                         },
@@ -439,9 +485,13 @@ impl Workloads {
                 key,
                 Task {
                     generation: Arc::new(AtomicU64::new(generation)),
-                    progress: Progress::Job(progress),
+                    progress: Progress::Published(progress),
                     target: None,
                     commands: None,
+                    runtime: match code {
+                        JobCode::Linux(_) => "linux",
+                        JobCode::Wasm(_) => "wasm",
+                    },
                     stop,
                     handle,
                 },
@@ -490,18 +540,31 @@ impl Workloads {
                         WorkloadKind::Function => continue,
                     };
                     let key = (app.name.clone(), workload.name.clone());
-                    let progress = match tasks.get(&key) {
-                        Some(task) => task.progress.get(),
-                        None => self.idle_progress(&app.name, &workload.name, workload.generation),
+                    let (runtime, progress) = match tasks.get(&key) {
+                        Some(task) => (task.runtime, task.progress.get()),
+                        None => (
+                            "linux",
+                            self.idle_progress(&app.name, &workload.name, workload.generation),
+                        ),
                     };
-                    listed.push((app.name.clone(), workload.name.clone(), kind, progress));
+                    listed.push((
+                        app.name.clone(),
+                        workload.name.clone(),
+                        kind,
+                        runtime,
+                        progress,
+                    ));
                 }
             }
         }
         listed
             .into_iter()
-            .map(|(app, workload, kind, progress)| {
-                let (cpu_usec, memory_bytes) = status::measure(&progress.instances);
+            .map(|(app, workload, kind, runtime, progress)| {
+                // Wasm instances live inside the daemon: no cgroup of their own to read.
+                let (cpu_usec, memory_bytes) = match runtime {
+                    "wasm" => (0, 0),
+                    _ => status::measure(&progress.instances),
+                };
                 let ready = progress
                     .instances
                     .iter()
@@ -511,7 +574,7 @@ impl Workloads {
                     app,
                     workload,
                     kind,
-                    runtime: "linux",
+                    runtime,
                     state: progress.state,
                     ready,
                     desired: progress.desired,

@@ -12,6 +12,7 @@ mod jobs;
 mod rollout;
 mod sample;
 mod serving;
+mod wasm;
 
 use crate::linux::{IMAGE, Linux, Netns, linux};
 use crate::support::*;

@@ -1,0 +1,350 @@
+//! Wasm services: `replicas` in-process instances of a `wasi:cli/run` command (a component,
+//! or a WASI preview-1 module's `_start`), each a tokio task, kept running by one supervisor
+//! task per service the way Linux replicas are ([`super::supervisor`]): restarted per the
+//! `restart` policy with the same [`Backoff`] and [`RestartCounter`], reserved in the node's
+//! ledger, told as events and instance rows ([`InstanceKind::Wasm`]).
+//!
+//! At deploy, [`resolve`] refuses what a Wasm service cannot do in this version, so nothing is
+//! stored: publishing or routing ports and HTTP, TCP or exec health checks (it serves no
+//! port, and an instance is healthy while it runs), autoscaling and a CPU limit (its CPU is
+//! the daemon's, neither measured nor capped per instance). It also compiles the program and
+//! checks that it is a command, and that its volumes exist.
+//!
+//! An instance gets the spec's env, `command` as its arguments after argv[0] (the service's
+//! name), its volumes as preopens, stdout and stderr to the daemon's log, no sockets, and
+//! `memory_limit` (else `memory`) enforced by the store's limiter. Stopping (app removed or
+//! redeployed) drops the instances' futures: a guest computing is interrupted at its next
+//! epoch tick, one blocked in a host call at once; the wait for them is bounded.
+//!
+//! No instance outlives the daemon, so there is nothing to adopt after a restart: rows left
+//! by a previous daemon are removed and the instances started afresh.
+
+mod resolve;
+
+pub use resolve::{WasmService, WasmServiceError, check, resolve};
+
+use super::status::{self, InstanceProgress, Progress};
+use super::{Context, service_requests};
+use crate::app::ServiceSpec;
+use crate::sched::key::{InstanceKey, Kind};
+use crate::sched::ledger::Reservation;
+use crate::sched::service::{Backoff, RestartCounter};
+use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
+use crate::wasm::command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::{Id, JoinSet};
+
+/// How soon an instance the node had no room for asks the ledger again.
+const CAPACITY_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a stop waits for the instances' tasks to end after dropping them; a guest is
+/// interrupted at its next epoch tick, so this is only reached if the runtime is stuck.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What a Wasm service's supervisor runs.
+pub struct WasmServiceRun {
+    pub app: String,
+    pub name: String,
+    pub generation: u64,
+    pub spec: ServiceSpec,
+    /// Instances to keep: `skiff scale`'s override, else `replicas`.
+    pub replicas: u32,
+    pub service: WasmService,
+    pub progress: status::Shared,
+}
+
+/// The instance row of a replica of a generation: one per replica, updated as it restarts.
+pub fn instance_id(app: &str, service: &str, generation: u64, replica: u32) -> String {
+    format!("wasm.{app}.{service}.{generation}.{replica}")
+}
+
+/// One replica's place: the instance running in it, or when to start one.
+struct Slot {
+    replica: u32,
+    running: Option<Running>,
+    counter: RestartCounter,
+    /// When to start an instance; `None` when the restart policy says never again.
+    start_at: Option<Instant>,
+    /// Why no instance runs here, for `skiff ps`.
+    pending: String,
+}
+
+struct Running {
+    /// Its tokio task, to know which replica a finished task was.
+    task: Id,
+    /// Its requests in the node's ledger, given back when this is dropped.
+    _reservation: Reservation,
+}
+
+/// How one instance ended: its exit code, and the failure behind it (a trap, an exhausted
+/// memory limit) when it did not exit by itself.
+type Ended = (i32, Option<String>);
+
+/// Runs until `stop` turns true (or its sender is gone), then drops every instance, waits
+/// (bounded) for them to end and forgets their rows.
+pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::Receiver<bool>) {
+    let sup = Supervisor { cx, run };
+    sup.forget_stale();
+    let mut slots: Vec<Slot> = (0..sup.run.replicas)
+        .map(|replica| Slot {
+            replica,
+            running: None,
+            counter: RestartCounter::default(),
+            start_at: Some(Instant::now()),
+            pending: format!("replica {replica} starting"),
+        })
+        .collect();
+    let mut instances: JoinSet<Ended> = JoinSet::new();
+    loop {
+        for slot in &mut slots {
+            if slot.running.is_none() && slot.start_at.is_some_and(|at| at <= Instant::now()) {
+                sup.start(slot, &mut instances);
+            }
+        }
+        sup.publish(&slots);
+        let next_start = (slots.iter())
+            .filter(|s| s.running.is_none())
+            .filter_map(|s| s.start_at)
+            .min();
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some(joined) = instances.join_next_with_id() => {
+                let (task, ended) = match joined {
+                    Ok((task, ended)) => (task, ended),
+                    Err(error) => (error.id(), (1, Some(format!("its task failed: {error}")))),
+                };
+                if let Some(slot) = slots
+                    .iter_mut()
+                    .find(|s| s.running.as_ref().is_some_and(|r| r.task == task))
+                {
+                    sup.exited(slot, ended);
+                }
+            }
+            _ = sleep_until(next_start), if next_start.is_some() => {}
+        }
+    }
+    instances.abort_all();
+    let drained = async { while instances.join_next().await.is_some() {} };
+    if tokio::time::timeout(STOP_WAIT, drained).await.is_err() {
+        tracing::warn!(
+            app = sup.run.app,
+            service = sup.run.name,
+            "wasm instances did not end in time; left to the runtime"
+        );
+    }
+    status::set(&sup.run.progress, Progress::default());
+    for slot in &mut slots {
+        let id = sup.instance(slot.replica);
+        if slot.running.take().is_some() {
+            sup.event(Some(&id), "stopped", "stopped".into());
+        }
+        if let Err(error) = sup.cx.store.remove_instance(&id) {
+            tracing::warn!(%error, instance = id, "instance not forgotten");
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+struct Supervisor {
+    cx: Arc<Context>,
+    run: WasmServiceRun,
+}
+
+impl Supervisor {
+    fn instance(&self, replica: u32) -> String {
+        instance_id(&self.run.app, &self.run.name, self.run.generation, replica)
+    }
+
+    /// Removes the rows of this service's Wasm instances a previous daemon (or generation)
+    /// left: none of those instances runs any more.
+    fn forget_stale(&self) {
+        let rows = (self.cx.store).list_instances(Some(&self.run.app), Some(&self.run.name));
+        for row in rows.into_iter().flatten() {
+            if row.kind == InstanceKind::Wasm
+                && let Err(error) = self.cx.store.remove_instance(&row.id)
+            {
+                tracing::warn!(%error, instance = row.id, "stale instance not forgotten");
+            }
+        }
+    }
+
+    /// Reserves one instance's requests in the node's ledger, under a key of its own.
+    fn reserve(&self) -> Result<Reservation, String> {
+        static INSTANCES: AtomicU32 = AtomicU32::new(0);
+        let key = InstanceKey::new(
+            Kind::Service,
+            &self.run.app,
+            &self.run.name,
+            INSTANCES.fetch_add(1, Ordering::Relaxed),
+        );
+        (self.cx.ledger).reserve_or_retry(&key, service_requests(&self.run.spec))
+    }
+
+    /// Starts the replica's instance as a task of `instances`, once the node has room.
+    fn start(&self, slot: &mut Slot, instances: &mut JoinSet<Ended>) {
+        let reservation = match self.reserve() {
+            Ok(reservation) => reservation,
+            Err(reason) => return self.wait_for_capacity(slot, reason),
+        };
+        let id = self.instance(slot.replica);
+        self.record_running(&id);
+        let (cx, service) = (Arc::clone(&self.cx), self.run.service.clone());
+        let task = instances.spawn(async move {
+            let ran = command::run(&cx.engine, &service.program, &service.caps, &service.limits);
+            match ran.await {
+                Ok(code) => (code, None),
+                Err(error) => (error.exit_code(), Some(error.to_string())),
+            }
+        });
+        self.event(
+            Some(&id),
+            "started",
+            format!("replica {} started in-process (wasm)", slot.replica),
+        );
+        slot.counter.started(Instant::now());
+        slot.running = Some(Running {
+            task: task.id(),
+            _reservation: reservation,
+        });
+    }
+
+    /// The replica's row says running: inserted the first time, updated on a restart.
+    fn record_running(&self, id: &str) {
+        let running = InstanceUpdate::to(InstanceState::Running).reason("running");
+        if let Ok(Some(_)) = self.cx.store.get_instance(id) {
+            return self.update(id, running);
+        }
+        let mut row = InstanceRecord::new(
+            id,
+            &self.run.app,
+            &self.run.name,
+            InstanceKind::Wasm,
+            self.run.generation,
+        );
+        row.state = InstanceState::Running;
+        if let Err(error) = self.cx.store.insert_instance(&row) {
+            tracing::warn!(%error, instance = id, "instance not recorded");
+        }
+    }
+
+    /// No room on the node now: ask again shortly; tell `skiff ps` and the events why, once
+    /// per reason.
+    fn wait_for_capacity(&self, slot: &mut Slot, reason: String) {
+        let pending = format!("pending: {reason}");
+        if slot.pending != pending {
+            let message = format!("replica {} {pending}", slot.replica);
+            self.event(None, "pending", message);
+            slot.pending = pending;
+        }
+        slot.start_at = Some(Instant::now() + CAPACITY_RETRY);
+    }
+
+    /// The replica's instance ended: record it, then restart it after the back-off, or not,
+    /// per the restart policy.
+    fn exited(&self, slot: &mut Slot, (code, failure): Ended) {
+        slot.running = None;
+        let id = self.instance(slot.replica);
+        if let Some(failure) = failure {
+            self.event(Some(&id), "trapped", failure);
+        }
+        let reason = format!("exited with code {code}");
+        self.update(
+            &id,
+            InstanceUpdate::to(InstanceState::Exited).reason(&reason),
+        );
+        self.event(Some(&id), "exited", reason.clone());
+        let policy = self.run.spec.restart;
+        let wait = (slot.counter).exited(Instant::now(), code, policy, &Backoff::default());
+        slot.start_at = wait.map(|wait| Instant::now() + wait);
+        let (kind, message) = match wait {
+            Some(wait) => (
+                "restarting",
+                format!(
+                    "replica {} restarting in {}s ({reason})",
+                    slot.replica,
+                    wait.as_secs_f64().ceil()
+                ),
+            ),
+            None => (
+                "stopped",
+                format!(
+                    "replica {} not restarted (restart = {policy}, {reason})",
+                    slot.replica
+                ),
+            ),
+        };
+        slot.pending = message.clone();
+        self.event(None, kind, message);
+    }
+
+    /// Tells `skiff ps` how things are; a running instance counts as healthy.
+    // `..Progress::default()`: fields beside these (more come as Linux services grow, such
+    // as rollout counters) keep their defaults.
+    #[allow(clippy::needless_update)]
+    fn publish(&self, slots: &[Slot]) {
+        let instances: Vec<InstanceProgress> = (slots.iter())
+            .filter(|s| s.running.is_some())
+            .map(|s| InstanceProgress {
+                container: self.instance(s.replica),
+                health: "healthy",
+                address: None,
+            })
+            .collect();
+        let waiting = slots.iter().filter(|s| s.running.is_none());
+        let restarting = waiting.clone().any(|s| s.start_at.is_some());
+        status::set(
+            &self.run.progress,
+            Progress {
+                state: state(instances.len(), slots.len(), restarting).to_string(),
+                desired: slots.len() as u32,
+                instances,
+                pending: waiting.map(|s| s.pending.clone()).collect(),
+                ..Progress::default()
+            },
+        );
+    }
+
+    fn update(&self, id: &str, update: InstanceUpdate) {
+        if let Err(error) = self.cx.store.update_instance_state(id, &update) {
+            tracing::warn!(%error, instance = id, "instance state not recorded");
+        }
+    }
+
+    fn event(&self, instance: Option<&str>, kind: &str, message: String) {
+        self.cx
+            .event(&self.run.app, &self.run.name, instance, kind, message);
+    }
+}
+
+/// A service's state from its running instances, those it wants, and whether any of the
+/// missing ones will be started again.
+fn state(running: usize, desired: usize, restarting: bool) -> &'static str {
+    match (running, restarting) {
+        (r, _) if r == desired => "running",
+        (0, false) => "stopped",
+        (0, true) => "pending",
+        _ => "degraded",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_says_whether_missing_instances_come_back() {
+        assert_eq!(state(2, 2, false), "running");
+        assert_eq!(state(0, 0, false), "running");
+        assert_eq!(state(1, 2, true), "degraded");
+        assert_eq!(state(0, 2, true), "pending");
+        assert_eq!(state(0, 2, false), "stopped");
+    }
+}

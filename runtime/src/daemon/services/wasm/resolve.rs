@@ -1,0 +1,296 @@
+//! A Wasm service at deploy: what it cannot do in this version is refused, so nothing is
+//! stored (see [`super`]); its image's code is compiled and checked to be a command, and its
+//! grants (env, arguments, volumes as preopens) are built once for every instance.
+
+use crate::app::{ServiceSpec, VolumeSource};
+use crate::daemon::functions::volume_dir;
+use crate::oci::images::ImageRecord;
+use crate::oci::local::{ImagesError, LocalImages};
+use crate::wasm::capabilities::{Capabilities, Preopen, Stdio};
+use crate::wasm::engine::WasmEngine;
+use crate::wasm::limits::Limits;
+use crate::wasm::{Program, WasmError, WasmKind, command};
+use std::path::{Path, PathBuf};
+
+/// Why a Wasm service cannot be deployed; nothing is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmServiceError {
+    #[error(
+        "service {workload}: {image} is a Wasm image, and a Wasm service cannot use `{key}` in \
+         this version (it publishes no ports); serve HTTP from Wasm as a [function], or remove \
+         `{key}`"
+    )]
+    Unreachable {
+        workload: String,
+        image: String,
+        key: &'static str,
+    },
+    #[error(
+        "service {workload}: {image} is a Wasm image, and a Wasm service cannot have {check} \
+         health check (it publishes no ports); serve HTTP from Wasm as a [function], or remove \
+         `health`: a Wasm instance counts as healthy while it runs"
+    )]
+    NetworkHealth {
+        workload: String,
+        image: String,
+        check: &'static str,
+    },
+    #[error(
+        "service {workload}: {image} is a Wasm image, and a Wasm service cannot have an exec \
+         health check (there is no shell beside it to run a command in); remove `health`: a \
+         Wasm instance counts as healthy while it runs"
+    )]
+    ExecHealth { workload: String, image: String },
+    #[error(
+        "service {workload}: {image} is a Wasm image, and a Wasm service cannot use `{key}` in \
+         this version (its instances run inside the daemon, whose CPU is not measured or \
+         limited per instance); remove `{key}` and set `replicas`, or `cpu` to reserve CPU"
+    )]
+    CpuControl {
+        workload: String,
+        image: String,
+        key: &'static str,
+    },
+    #[error("service {workload}: image {image}: {error}")]
+    Image {
+        workload: String,
+        image: String,
+        error: Box<ImagesError>,
+    },
+    #[error("service {workload}: {error}")]
+    Code {
+        workload: String,
+        error: Box<WasmError>,
+    },
+    #[error(
+        "service {workload}: cannot create volume directory {path}: {error}; check the data \
+         dir's permissions"
+    )]
+    Volume {
+        workload: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// A Wasm service ready to run: its compiled command and what each instance may touch.
+#[derive(Clone)]
+pub struct WasmService {
+    pub program: Program,
+    pub caps: Capabilities,
+    pub limits: Limits,
+}
+
+/// Checks a Wasm service's spec, compiles its image's code and checks it is a command,
+/// creates its named volumes and checks its host ones. Blocking.
+pub fn resolve(
+    engine: &WasmEngine,
+    images: &LocalImages,
+    data_dir: &Path,
+    app: &str,
+    name: &str,
+    spec: &ServiceSpec,
+    record: &ImageRecord,
+) -> Result<WasmService, WasmServiceError> {
+    let workload = format!("{app}/{name}");
+    check(&workload, spec)?;
+    let code = |error| WasmServiceError::Code {
+        workload: workload.clone(),
+        error: Box::new(error),
+    };
+    let bytes = images
+        .wasm_bytes(record)
+        .map_err(|error| WasmServiceError::Image {
+            workload: workload.clone(),
+            image: spec.image.clone(),
+            error: Box::new(error),
+        })?;
+    let kind = WasmKind::detect(&bytes).ok_or_else(|| {
+        code(WasmError::Invalid {
+            name: record.name.clone(),
+            reason: "its Wasm layer does not start with `\\0asm`".into(),
+        })
+    })?;
+    let program = engine
+        .load_bytes(record.name.clone(), kind, &bytes)
+        .map_err(code)?;
+    command::check(engine, &program).map_err(code)?;
+    let caps = capabilities(data_dir, app, name, spec).map_err(|(path, error)| {
+        WasmServiceError::Volume {
+            workload: workload.clone(),
+            path,
+            error,
+        }
+    })?;
+    caps.validate().map_err(code)?;
+    let limits = Limits {
+        memory: spec.memory_limit.or(spec.memory),
+        timeout: None,
+    };
+    Ok(WasmService {
+        program,
+        caps,
+        limits,
+    })
+}
+
+/// Refuses the keys a Wasm service cannot honour in this version (see the module docs).
+pub fn check(workload: &str, spec: &ServiceSpec) -> Result<(), WasmServiceError> {
+    let (workload, image) = (workload.to_string(), spec.image.clone());
+    let unreachable = [
+        ("ports", !spec.ports.is_empty()),
+        ("route", spec.route.is_some()),
+        ("route_port", spec.route_port.is_some()),
+    ];
+    if let Some((key, _)) = unreachable.iter().find(|(_, set)| *set) {
+        return Err(WasmServiceError::Unreachable {
+            workload,
+            image,
+            key,
+        });
+    }
+    if let Some(health) = &spec.health {
+        let check = match (&health.http, &health.tcp) {
+            (Some(_), _) => "an http",
+            (None, Some(_)) => "a tcp",
+            (None, None) => return Err(WasmServiceError::ExecHealth { workload, image }),
+        };
+        return Err(WasmServiceError::NetworkHealth {
+            workload,
+            image,
+            check,
+        });
+    }
+    let cpu_control = [
+        ("min", spec.min.is_some()),
+        ("max", spec.max.is_some()),
+        ("cpu_target", spec.cpu_target.is_some()),
+        ("cpu_limit", spec.cpu_limit.is_some()),
+    ];
+    if let Some((key, _)) = cpu_control.iter().find(|(_, set)| *set) {
+        return Err(WasmServiceError::CpuControl {
+            workload,
+            image,
+            key,
+        });
+    }
+    Ok(())
+}
+
+/// env, `command` after argv[0], volumes as preopens (named ones created under
+/// `<data>/volumes/<app>/<name>`), stdout and stderr to the daemon's log; nothing else.
+fn capabilities(
+    data_dir: &Path,
+    app: &str,
+    name: &str,
+    spec: &ServiceSpec,
+) -> Result<Capabilities, (PathBuf, std::io::Error)> {
+    let mut preopens = Vec::new();
+    for volume in &spec.volumes {
+        let host = match &volume.source {
+            VolumeSource::Host(path) => path.clone(),
+            VolumeSource::Named(volume) => {
+                let path = volume_dir(data_dir, app, volume);
+                std::fs::create_dir_all(&path).map_err(|error| (path.clone(), error))?;
+                path
+            }
+        };
+        preopens.push(Preopen {
+            host,
+            guest: volume.guest.clone(),
+            read_only: volume.read_only,
+        });
+    }
+    Ok(Capabilities {
+        args: std::iter::once(name.to_string())
+            .chain(spec.command.iter().cloned())
+            .collect(),
+        env: spec.env.clone().into_iter().collect(),
+        preopens,
+        stdio: Stdio::Log,
+        outbound: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(toml: &str) -> ServiceSpec {
+        toml::from_str(&format!("image = \"w:1\"\n{toml}")).unwrap()
+    }
+
+    fn refused(toml: &str) -> String {
+        check("shop/worker", &service(toml))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_plain_command_service_passes() {
+        let spec = service(
+            "replicas = 2\nmemory = \"64MiB\"\ncpu = \"250m\"\nrestart = \"on-failure\"\n\
+             env = { A = \"1\" }\ncommand = [\"--serve\"]",
+        );
+        check("shop/worker", &spec).unwrap();
+    }
+
+    #[test]
+    fn ports_routes_and_network_checks_are_refused_pointing_at_functions() {
+        for (toml, key) in [
+            ("ports = [80]", "`ports`"),
+            ("route = \"/w\"", "`route`"),
+            ("route_port = 80", "`route_port`"),
+            (
+                "health = { http = \"/h\", port = 80 }",
+                "an http health check",
+            ),
+            ("health = { tcp = 80 }", "a tcp health check"),
+        ] {
+            let message = refused(toml);
+            assert!(
+                message.starts_with("service shop/worker: w:1 is a Wasm image")
+                    && message.contains(key)
+                    && message.contains("serve HTTP from Wasm as a [function]"),
+                "{toml}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn exec_checks_autoscaling_and_cpu_limits_are_refused() {
+        let message = refused("health = { exec = [\"true\"] }");
+        assert!(message.contains("exec health check"), "{message}");
+        assert!(message.contains("remove `health`"), "{message}");
+        for key in [
+            "min = 1\nmax = 3",
+            "max = 3",
+            "cpu_target = \"50%\"\nmax = 2",
+        ] {
+            let message = refused(key);
+            assert!(message.contains("set `replicas`"), "{key}: {message}");
+        }
+        assert!(refused("cpu_limit = 1").contains("`cpu_limit`"));
+    }
+
+    #[test]
+    fn capabilities_pass_command_after_the_name_and_create_named_volumes() {
+        let data = tempfile::tempdir().unwrap();
+        let spec = service(
+            "command = [\"--once\", \"x\"]\nenv = { B = \"2\", A = \"1\" }\n\
+             volumes = [\"cache:/cache\", \"/srv/static:/static:ro\"]",
+        );
+        let caps = capabilities(data.path(), "shop", "worker", &spec).unwrap();
+        assert_eq!(caps.args, ["worker", "--once", "x"]);
+        assert_eq!(
+            caps.env,
+            [("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
+        let named = volume_dir(data.path(), "shop", "cache");
+        assert!(named.is_dir());
+        assert_eq!(caps.preopens[0].host, named);
+        assert_eq!(caps.preopens[1].host, Path::new("/srv/static"));
+        assert!(caps.preopens[1].read_only);
+        assert_eq!(caps.stdio, Stdio::Log);
+    }
+}

@@ -1,0 +1,280 @@
+//! Wasm services: `wasi:cli/run` commands (the hello sample, as a component and as a
+//! module, pushed as Wasm images) kept running in-process by `skiff serve`, restarted per
+//! their policy with back-off, stopped with their app, and refused when they ask for what a
+//! Wasm service cannot do, changing nothing.
+
+use super::*;
+use crate::registry::Registry;
+
+/// Pushes `file` as a Wasm image to `registry`, which also stores it in the data dir; its
+/// reference.
+fn wasm_image(linux: &Linux, registry: &Registry, file: &Path, name: &str) -> String {
+    let reference = registry.reference(name);
+    let pushed = Ran::from(
+        linux
+            .command()
+            .args(["push", file.to_str().unwrap(), &reference])
+            .output()
+            .expect("spawning skiff push"),
+    );
+    pushed.expect_code(0).stdout_has("pushed");
+    reference
+}
+
+/// Waits (bounded) until `skiff ps` shows `workload` with `words` from its KIND column on.
+#[track_caller]
+fn wait_ps(linux: &Linux, workload: &str, words: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ps = client(linux, &["ps"]);
+        let line = ps_line(&ps, workload);
+        if line.len() > words.len() && line[1..=words.len()] == *words {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "never {words:?}:\n{}", ps.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The app's events, one line each (`SEQ TIME APP/WORKLOAD[/INSTANCE] KIND MESSAGE`).
+fn events(linux: &Linux, app: &str) -> String {
+    let ran = client(linux, &["events", "--app", app]);
+    ran.expect_code(0);
+    ran.stdout.clone()
+}
+
+#[test]
+fn wasm_service_replicas_run_in_process_and_stop_with_their_app() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let sleeper = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
+    let writer = wasm_image(linux, &registry, &p2("fs-demo"), "skiff/fs-demo:p2");
+    let spinner = wasm_image(linux, &registry, &p1("loop"), "skiff/loop:p1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let serve = Serve::start(netns, linux);
+    let manifest = format!(
+        r#"[app]
+name = "wasmsvc"
+
+[service.worker]
+image = "{sleeper}"
+replicas = 2
+memory = "64MiB"
+env = {{ HELLO_SLEEP = "3600", WHO = "worker" }}
+command = ["--serve"]
+
+[service.writer]
+image = "{writer}"
+command = ["write", "/data/out.txt", "written by a wasm service"]
+volumes = ["./data:/data"]
+restart = "on-failure"
+
+[service.spinner]
+image = "{spinner}"
+"#
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    wait_ps(linux, "wasmsvc/worker", &["service/wasm", "running", "2/2"]);
+    wait_ps(
+        linux,
+        "wasmsvc/spinner",
+        &["service/wasm", "running", "1/1"],
+    );
+    // Its output goes to the daemon's log: argv[0] is the service's name, then `command`.
+    serve.wait_log("arg[0]=worker");
+    serve.wait_log("arg[1]=--serve");
+    serve.wait_log("env WHO=worker");
+
+    // The writer ran once through its volume and, exiting 0 under on-failure, stays down.
+    wait_ps(linux, "wasmsvc/writer", &["service/wasm", "stopped", "0/1"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/out.txt")).unwrap(),
+        "written by a wasm service"
+    );
+    serve.wait_log("replica 0 not restarted (restart = on-failure, exited with code 0)");
+    assert!(linux.ids().is_empty(), "no containers: {:?}", linux.ids());
+
+    // A redeploy that changes the worker stops its instances and starts the new generation's.
+    deploy(
+        linux,
+        dir.path(),
+        &manifest.replace("replicas = 2", "replicas = 1"),
+    )
+    .expect_code(0);
+    let worker = wait_ps(linux, "wasmsvc/worker", &["service/wasm", "running", "1/1"]);
+    assert_eq!(worker[1], "service/wasm");
+    let redeployed = events(linux, "wasmsvc");
+    for stopped in [
+        "worker.1.0  stopped",
+        "worker.1.1  stopped",
+        "worker.2.0  started",
+    ] {
+        assert!(redeployed.contains(stopped), "{stopped}:\n{redeployed}");
+    }
+
+    // Removal drops every instance, the sleeping one and the spinning one (interrupted at its
+    // next epoch tick), and says so once they are gone.
+    client(linux, &["apps", "rm", "wasmsvc"]).expect_code(0);
+    let events = events(linux, "wasmsvc");
+    for stopped in ["worker.2.0  stopped", "spinner.1.0  stopped"] {
+        assert!(events.contains(stopped), "{stopped}:\n{events}");
+    }
+    assert!(!serve.log().contains("did not end"), "{}", serve.log());
+    let ps = client(linux, &["ps"]);
+    assert!(!ps.stdout.contains("wasmsvc/"), "{}", ps.stdout);
+}
+
+#[test]
+fn a_failing_wasm_service_restarts_with_back_off_unless_its_policy_says_never() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let hello = wasm_image(linux, &registry, &p1("hello"), "skiff/hello:p1");
+    let hog = wasm_image(linux, &registry, &p2("hog"), "skiff/hog:p2");
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    let manifest = format!(
+        r#"[app]
+name = "crashy"
+
+[service.again]
+image = "{hello}"
+env = {{ HELLO_EXIT = "3" }}
+
+[service.once]
+image = "{hello}"
+env = {{ HELLO_EXIT = "3" }}
+restart = "never"
+
+[service.hog]
+image = "{hog}"
+memory = "16MiB"
+restart = "never"
+"#
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    serve.wait_log("replica 0 restarting in 1s (exited with code 3)");
+    serve.wait_log("replica 0 restarting in 2s (exited with code 3)");
+    serve.wait_log("replica 0 not restarted (restart = never, exited with code 3)");
+    wait_ps(linux, "crashy/once", &["service/wasm", "stopped", "0/1"]);
+    // `memory` is the store's limit: growing past it ends the instance, which is told.
+    serve.wait_log("not restarted (restart = never, exited with code 137)");
+    wait_ps(linux, "crashy/hog", &["service/wasm", "stopped", "0/1"]);
+    let ps = client(linux, &["ps"]);
+    let again = ps_line(&ps, "crashy/again");
+    assert_eq!(again[1], "service/wasm", "{}", ps.stdout);
+
+    // `again` restarted twice meanwhile (a second at least); `once` started only once.
+    let events = events(linux, "crashy");
+    let starts = |service: &str| {
+        let prefix = format!("crashy/{service}/");
+        (events.lines())
+            .filter(|l| l.contains(&prefix) && l.contains("  started  "))
+            .count()
+    };
+    assert!(starts("again") >= 2, "{events}");
+    assert_eq!(starts("once"), 1, "{events}");
+    assert!(events.contains("out of memory (limit 16 MiB)"), "{events}");
+    client(linux, &["apps", "rm", "crashy"]).expect_code(0);
+}
+
+#[test]
+fn a_wasm_service_with_ports_or_a_health_check_is_refused_and_nothing_changes() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let hello = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
+    let dir = tempfile::tempdir().unwrap();
+    let _serve = Serve::start(netns, linux);
+    let good = format!(
+        "[app]\nname = \"wasmsvc\"\n\n[service.worker]\nimage = \"{hello}\"\n\
+         env = {{ HELLO_SLEEP = \"3600\" }}\n"
+    );
+    deploy(linux, dir.path(), &good).expect_code(0);
+    wait_ps(linux, "wasmsvc/worker", &["service/wasm", "running", "1/1"]);
+    let apps = client(linux, &["apps"]);
+    apps.expect_code(0);
+
+    for (extra, says) in [
+        ("ports = [8080]", "cannot use `ports`"),
+        (
+            "health = { http = \"/\", port = 80 }",
+            "cannot have an http health check",
+        ),
+        ("health = { tcp = 80 }", "cannot have a tcp health check"),
+    ] {
+        let bad = format!("{good}{extra}\n");
+        deploy(linux, dir.path(), &bad)
+            .expect_code(125)
+            .stderr_has("service wasmsvc/worker:")
+            .stderr_has(says)
+            .stderr_has("serve HTTP from Wasm as a [function]")
+            .stderr_has("nothing was changed");
+    }
+    deploy(
+        linux,
+        dir.path(),
+        &format!("{good}health = {{ exec = [\"true\"] }}\n"),
+    )
+    .expect_code(125)
+    .stderr_has("cannot have an exec health check");
+    // A new app is not stored either: for ports, for an HTTP component that is no command,
+    // or for a volume that does not exist.
+    let proxy = wasm_image(linux, &registry, &p2("http_hello"), "skiff/http-hello:p2");
+    let other = |service: &str| format!("[app]\nname = \"other\"\n\n[service.s]\n{service}\n");
+    for (service, says) in [
+        (
+            format!("image = \"{hello}\"\nports = [80]"),
+            "cannot use `ports`",
+        ),
+        (format!("image = \"{proxy}\""), "`wasi:cli/run`"),
+        (
+            format!("image = \"{hello}\"\nvolumes = [\"./missing:/data\"]"),
+            "no such directory",
+        ),
+    ] {
+        deploy(linux, dir.path(), &other(&service))
+            .expect_code(125)
+            .stderr_has("service other/s:")
+            .stderr_has(says);
+    }
+
+    let after = client(linux, &["apps"]);
+    assert_eq!(after.stdout, apps.stdout, "the apps changed");
+    let line = wait_ps(linux, "wasmsvc/worker", &["service/wasm", "running", "1/1"]);
+    assert_eq!(line[1], "service/wasm");
+    let events = events(linux, "wasmsvc");
+    assert_eq!(
+        events.lines().filter(|l| l.contains("  started  ")).count(),
+        1,
+        "the running instance was left alone:\n{events}"
+    );
+    client(linux, &["apps", "rm", "wasmsvc"]).expect_code(0);
+}
+
+#[test]
+fn wasm_services_start_again_after_the_daemons_kill_9() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let hello = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    let manifest = format!(
+        "[app]\nname = \"wasmsvc\"\n\n[service.worker]\nimage = \"{hello}\"\nreplicas = 2\n\
+         env = {{ HELLO_SLEEP = \"3600\" }}\n"
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    wait_ps(linux, "wasmsvc/worker", &["service/wasm", "running", "2/2"]);
+    serve.kill();
+
+    // Its instances died with the daemon: the new one starts them again, once each.
+    let _serve = Serve::start(netns, linux);
+    wait_ps(linux, "wasmsvc/worker", &["service/wasm", "running", "2/2"]);
+    let events = events(linux, "wasmsvc");
+    let started = events.lines().filter(|l| l.contains("  started  ")).count();
+    assert_eq!(started, 4, "{events}");
+    client(linux, &["apps", "rm", "wasmsvc"]).expect_code(0);
+}
