@@ -12,6 +12,7 @@
 
 use super::capacity::NodeLedger;
 use crate::linux::container::{ContainerError, ContainerRecord, Containers, Status};
+use crate::linux::logs::LogReader;
 use crate::linux::stop::{self, StopError};
 use crate::sched::capacity::{Requests, Resource};
 use crate::sched::key::{InstanceKey, Kind};
@@ -161,6 +162,13 @@ impl ContainerHost {
     /// The container a user names (name, id or unique id prefix). Blocking.
     pub fn find(&self, name: &str) -> Result<ContainerRecord, ContainerError> {
         Containers::open(&self.data_dir).find(name)
+    }
+
+    /// `skiff logs [-f]`: the log of the container `name` names, from the start. Blocking.
+    pub fn logs(&self, name: &str, follow: bool) -> Result<LogReader, ContainerError> {
+        let containers = Containers::open(&self.data_dir);
+        let record = containers.find(name)?;
+        LogReader::open(&containers, &record.id, follow)
     }
 
     /// `skiff stop`: stops the container `name` names and gives its reservation back. Blocking

@@ -7,7 +7,7 @@
 //! container has exited, after the lines it wrote just before. It does not parse entries:
 //! printing them (stdout or stderr) is the CLI's.
 
-use super::container::{Containers, Status};
+use super::container::{ContainerError, Containers, Status};
 use super::monitor::LogFile;
 use std::io::{BufRead, BufReader};
 
@@ -35,12 +35,12 @@ pub struct LogReader {
 
 impl LogReader {
     /// The log of container `id`; with `follow`, read until the container exits.
-    pub fn open(containers: &Containers, id: &str, follow: bool) -> std::io::Result<Self> {
+    pub fn open(containers: &Containers, id: &str, follow: bool) -> Result<Self, ContainerError> {
         let path = LogFile::path(&containers.dir(id));
         let reader = match std::fs::File::open(&path) {
             Ok(file) => Some(BufReader::new(file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+            Err(error) => return Err(ContainerError::Io { path, error }),
         };
         Ok(LogReader {
             reader,
