@@ -38,7 +38,7 @@ pub struct LogsCommand {
 impl LogsCommand {
     pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
         if let Some(endpoint) = client::daemon_of(&self.daemon, data_dir) {
-            return super::block_on(self.from_daemon(&endpoint));
+            return super::block_on(self.through_daemon(&endpoint));
         }
         let containers = Containers::open(data_dir);
         let record = containers.find(&self.name)?;
@@ -53,7 +53,7 @@ impl LogsCommand {
     }
 
     /// `GET /v1/containers/{name}/logs`, printed line by line as it streams.
-    async fn from_daemon(&self, endpoint: &Endpoint) -> anyhow::Result<i32> {
+    async fn through_daemon(&self, endpoint: &Endpoint) -> anyhow::Result<i32> {
         let path = format!(
             "/v1/containers/{}/logs{}",
             client::segment(&self.name),

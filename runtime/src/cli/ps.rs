@@ -202,7 +202,10 @@ mod tests {
         let table = containers_table(&[&record], 190);
         assert_eq!(containers_table(&[&received[0]], 190), table);
         let row = table.lines().nth(1).unwrap();
-        assert!(row.starts_with("0123456789ab  localhost/skiff/busybox"), "{row}");
+        assert!(
+            row.starts_with("0123456789ab  localhost/skiff/busybox"),
+            "{row}"
+        );
         assert!(row.contains("up 1m") && row.ends_with("  web"), "{row}");
     }
 }

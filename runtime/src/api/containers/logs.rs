@@ -63,13 +63,19 @@ pub(crate) async fn logs(
     (NDJSON, Body::from_stream(stream)).into_response()
 }
 
-/// A reader's place in the log.
+/// A reader's place in the log; dropped when the stream ends or the client has gone.
 struct Follow {
     /// `None` while a read runs on the blocking pool, and once the log is done.
     reader: Option<LogReader>,
     stopping: watch::Receiver<bool>,
     /// How long nothing was sent.
     idle: Duration,
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        tracing::debug!("container log stream ended");
+    }
 }
 
 impl Follow {
