@@ -2,14 +2,15 @@
 //! and, with a bearer token, on TCP.
 //!
 //! Step in the flow: the CLI's managed verbs (`deploy -f`, `apps`, `scale`, `events`) talk to
-//! it; it turns each route into one call on the [`Daemon`] and each [`DaemonError`] into a
-//! status and a JSON body `{"error": "...", "hint": "..."}`. It owns the socket file too: mode
-//! 0600, its directory 0700 when skiff creates it, a stale file from a dead daemon replaced, a
-//! live one refused. It decides nothing about apps itself.
+//! it, and so do its container verbs (`run -d`, `ps`, `logs`, `stop`, `rm`) when it runs; it
+//! turns each route into one call on the [`Daemon`] and each [`DaemonError`] into a status and
+//! a JSON body `{"error": "...", "hint": "..."}`. It owns the socket file too: mode 0600, its
+//! directory 0700 when skiff creates it, a stale file from a dead daemon replaced, a live one
+//! refused. It decides nothing about apps itself. Each request gets one access-log line.
 //!
-//! By concept: [`apps`] (deploy, list, remove, scale), [`events`] (the log and its live
-//! stream), [`metrics`] (Prometheus text), [`auth`] (the TCP listener's bearer token),
-//! [`tcp`] (the TCP listener's connection limits).
+//! By concept: [`apps`] (deploy, list, remove, scale), [`containers`] (the CLI's container
+//! verbs), [`events`] (the log and its live stream), [`metrics`] (Prometheus text), [`auth`]
+//! (the TCP listener's bearer token), [`tcp`] (the TCP listener's connection limits).
 
 mod apps;
 pub mod auth;
@@ -23,7 +24,7 @@ use axum::Json;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde_json::{Value, json};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -106,7 +107,13 @@ impl FromRef<ApiState> for Arc<Daemon> {
 pub fn routes(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/v1/info", get(info))
-        .route("/v1/containers", post(containers::run))
+        .route(
+            "/v1/containers",
+            get(containers::list).post(containers::run),
+        )
+        .route("/v1/containers/{id}", delete(containers::remove))
+        .route("/v1/containers/{id}/stop", post(containers::stop))
+        .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/apps", get(apps::list))
         .route("/v1/workloads", get(apps::workloads))
         .route(
@@ -120,7 +127,26 @@ pub fn routes(state: ApiState) -> axum::Router {
         .route("/v1/events", get(events::list))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One line per control request at info, on the gateway's access-log target, so an operator
+/// (and a test) sees what the CLI asked of the daemon. A streamed answer is logged when it
+/// starts.
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: crate::gateway::ACCESS_LOG,
+        api = "control",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        "control request"
+    );
+    response
 }
 
 /// Serves the control API on `listener` (the unix socket; TCP goes through [`tcp::serve`])

@@ -1,12 +1,18 @@
 //! The control API's client side: where the daemon is (its unix socket by default, or TCP with
-//! a bearer token through `SKIFF_HOST`), and one request to it over HTTP/1.1 (hyper's client).
+//! a bearer token through `SKIFF_HOST`), whether it is the daemon of this data dir (then the
+//! container verbs go through it: [`daemon_of`]), and one request to it over HTTP/1.1 (hyper's
+//! client).
 
 use anyhow::Context;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long the CLI waits for the daemon to answer that it is there.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// `--socket` for `serve` and the verbs that talk to it.
 #[derive(Debug, Clone, clap::Args)]
@@ -115,6 +121,50 @@ impl Answer {
             None => anyhow::bail!("{error} ({})", self.status),
         }
     }
+
+    /// The body of a success; otherwise the daemon's error alone, worded as the CLI words it
+    /// without the daemon (the verbs that print it so, the same either way).
+    pub fn or_message(self) -> Result<Value, String> {
+        if self.status.is_success() {
+            return Ok(self.body);
+        }
+        Err(match self.body["error"].as_str() {
+            Some(error) => error.to_string(),
+            None => format!("the daemon refused ({})", self.status),
+        })
+    }
+}
+
+/// The daemon of this data dir, when one answers: `run -d`, `ps`, `logs`, `stop` and `rm` then
+/// go through it. Another data dir's daemon has other images and containers: `None`, and the
+/// verb works alone.
+pub fn daemon_of(options: &ClientOptions, data_dir: &Path) -> Option<Endpoint> {
+    let endpoint = options.endpoint().ok()?;
+    if let Endpoint::Unix(socket) = &endpoint
+        && !socket.exists()
+    {
+        return None;
+    }
+    let info = super::block_on(async {
+        let request = request(&endpoint, http::Method::GET, "/v1/info", String::new());
+        tokio::time::timeout(PROBE_WAIT, request).await
+    });
+    let info = info.ok()?.ok()?.ok().ok()?;
+    let theirs = std::fs::canonicalize(info["data_dir"].as_str()?).ok()?;
+    let same = std::fs::canonicalize(data_dir).ok()? == theirs;
+    same.then_some(endpoint)
+}
+
+/// One request without a body, blocking: the body of a success, or the daemon's refusal worded
+/// as the CLI words it alone (see [`Answer::or_message`]). The outer error is the daemon not
+/// answering at all.
+pub fn call(
+    endpoint: &Endpoint,
+    method: http::Method,
+    path_and_query: &str,
+) -> anyhow::Result<Result<Value, String>> {
+    let answer = super::block_on(request(endpoint, method, path_and_query, String::new()))?;
+    Ok(answer.or_message())
 }
 
 /// Sends one request to the daemon and reads its JSON answer.
@@ -124,7 +174,11 @@ pub async fn request(
     path_and_query: &str,
     body: String,
 ) -> anyhow::Result<Answer> {
-    let response = send(endpoint, method, path_and_query, body).await?;
+    read_answer(send(endpoint, method, path_and_query, body).await?).await
+}
+
+/// Reads a response's whole JSON body (a plain-text one becomes `{"error": TEXT}`).
+pub async fn read_answer(response: http::Response<Incoming>) -> anyhow::Result<Answer> {
     let status = response.status();
     let bytes = response
         .into_body()
@@ -208,6 +262,11 @@ pub fn encode(value: &str) -> String {
     out
 }
 
+/// A user's word (a container's name or id) as one segment of a URL path: `/` encoded too.
+pub fn segment(value: &str) -> String {
+    encode(value).replace('/', "%2F")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +280,12 @@ mod tests {
             host: host.map(str::to_string),
             token_file,
         }
+    }
+
+    #[test]
+    fn a_word_stays_one_path_segment() {
+        assert_eq!(segment("web-1.a_b"), "web-1.a_b");
+        assert_eq!(segment("a/../b c"), "a%2F..%2Fb%20c");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! `skiff ps [-a]`: list containers, running ones unless `-a`; when a daemon answers on its
+//! `skiff ps [-a]`: list containers, running ones unless `-a` (from the daemon of this data
+//! dir when one runs, else from disk; one table either way); when a daemon answers on its
 //! socket, its workloads too: functions (warm, at zero or pending; instances now), services
 //! and jobs (state, ready instances, CPU, memory, why pending).
 
 use super::client::{self, ClientOptions};
-use crate::linux::container::{Containers, Status, short_id};
+use crate::linux::container::{ContainerRecord, Containers, Status, short_id};
+use anyhow::Context;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -27,44 +29,24 @@ pub struct PsCommand {
 
 impl PsCommand {
     pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
-        let containers = Containers::open(data_dir).list()?;
-        let shown = containers
+        let containers = match client::daemon_of(&self.daemon, data_dir) {
+            Some(endpoint) => from_daemon(&endpoint, self.all)?,
+            None => Containers::open(data_dir).list()?,
+        };
+        let shown: Vec<&ContainerRecord> = containers
             .iter()
-            .filter(|c| self.all || c.status != Status::Exited);
+            .filter(|c| self.all || c.status != Status::Exited)
+            .collect();
         if self.quiet {
             for c in shown {
                 println!("{}", short_id(&c.id));
             }
             return Ok(0);
         }
-        println!(
-            "{:<12}  {:<28}  {:<20}  {:<18}  {:<24}  NAME",
-            "ID", "IMAGE", "COMMAND", "STATUS", "PORTS"
+        print!(
+            "{}",
+            containers_table(&shown, crate::linux::container::now())
         );
-        let now = crate::linux::container::now();
-        for c in shown {
-            let status = match (c.status, c.exit_code) {
-                (Status::Created, _) => "created".to_string(),
-                (Status::Running, _) => format!("up {}", ago(now.saturating_sub(c.created))),
-                (Status::Exited, Some(code)) if c.oom_killed => format!("exited ({code}, oom)"),
-                (Status::Exited, Some(code)) => format!("exited ({code})"),
-                (Status::Exited, None) => "exited (unknown)".to_string(),
-            };
-            let mut command = c.command.join(" ");
-            if command.len() > 20 {
-                command.truncate(17);
-                command.push_str("...");
-            }
-            println!(
-                "{:<12}  {:<28}  {:<20}  {:<18}  {:<24}  {}",
-                short_id(&c.id),
-                c.image,
-                command,
-                status,
-                c.ports.join(","),
-                c.name
-            );
-        }
         if let Some(workloads) = self.daemon_workloads() {
             print!("{}", workloads_table(&workloads));
         }
@@ -96,6 +78,50 @@ impl PsCommand {
             }
         }
     }
+}
+
+/// The containers the daemon of this data dir lists (`GET /v1/containers`).
+fn from_daemon(endpoint: &client::Endpoint, all: bool) -> anyhow::Result<Vec<ContainerRecord>> {
+    let path = if all {
+        "/v1/containers?all=true"
+    } else {
+        "/v1/containers"
+    };
+    let body = client::call(endpoint, http::Method::GET, path)?.map_err(anyhow::Error::msg)?;
+    serde_json::from_value(body["containers"].clone())
+        .context("the daemon's container list is not what this skiff reads; update skiff")
+}
+
+/// The containers' table, the same whether they came from disk or from the daemon.
+fn containers_table(containers: &[&ContainerRecord], now: u64) -> String {
+    let mut out = format!(
+        "{:<12}  {:<28}  {:<20}  {:<18}  {:<24}  NAME\n",
+        "ID", "IMAGE", "COMMAND", "STATUS", "PORTS"
+    );
+    for c in containers {
+        let status = match (c.status, c.exit_code) {
+            (Status::Created, _) => "created".to_string(),
+            (Status::Running, _) => format!("up {}", ago(now.saturating_sub(c.created))),
+            (Status::Exited, Some(code)) if c.oom_killed => format!("exited ({code}, oom)"),
+            (Status::Exited, Some(code)) => format!("exited ({code})"),
+            (Status::Exited, None) => "exited (unknown)".to_string(),
+        };
+        let mut command = c.command.join(" ");
+        if command.len() > 20 {
+            command.truncate(17);
+            command.push_str("...");
+        }
+        out.push_str(&format!(
+            "{:<12}  {:<28}  {:<20}  {:<18}  {:<24}  {}\n",
+            short_id(&c.id),
+            c.image,
+            command,
+            status,
+            c.ports.join(","),
+            c.name
+        ));
+    }
+    out
 }
 
 /// The daemon's workloads, after a blank line; nothing when there are none.
@@ -143,5 +169,43 @@ fn ago(seconds: u64) -> String {
         60..3600 => format!("{}m", seconds / 60),
         3600..86400 => format!("{}h", seconds / 3600),
         _ => format!("{}d", seconds / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_from_the_daemon_makes_the_same_table_as_one_from_disk() {
+        let record = ContainerRecord {
+            id: "0123456789abcdef".into(),
+            name: "web".into(),
+            image: "localhost/skiff/busybox:latest".into(),
+            command: vec!["httpd".into(), "-f".into(), "-p".into(), "80".into()],
+            created: 100,
+            status: Status::Running,
+            pid: Some(7),
+            pid_start: Some(9),
+            monitor_pid: Some(6),
+            exit_code: None,
+            oom_killed: false,
+            finished: None,
+            ports: vec!["8080:80/tcp".into()],
+            address: Some("10.89.0.2".into()),
+            auto_remove: false,
+            owner: None,
+        };
+        let sent = serde_json::json!({ "containers": [record] });
+        let received: Vec<ContainerRecord> =
+            serde_json::from_value(sent["containers"].clone()).unwrap();
+        let table = containers_table(&[&record], 190);
+        assert_eq!(containers_table(&[&received[0]], 190), table);
+        let row = table.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("0123456789ab  localhost/skiff/busybox"),
+            "{row}"
+        );
+        assert!(row.contains("up 1m") && row.ends_with("  web"), "{row}");
     }
 }

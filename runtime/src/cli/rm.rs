@@ -1,9 +1,11 @@
-//! `skiff rm [-f] NAME...`: remove stopped containers (with `-f`, stop them first). An
-//! instance of a daemon's workload is removed only with `-f`.
+//! `skiff rm [-f] NAME...`: remove stopped containers (with `-f`, stop them first); through
+//! the daemon of this data dir when one runs (it gives back what the container held in the
+//! node's ledger), else here. An instance of a daemon's workload is removed only with `-f`.
 
-use crate::linux::container::{Containers, Status};
+use super::client::{self, ClientOptions};
+use crate::linux::container::Containers;
+use crate::linux::stop;
 use std::path::Path;
-use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct RmCommand {
@@ -12,35 +14,37 @@ pub struct RmCommand {
     force: bool,
 
     /// Containers, by name or id
-    #[arg(required = true, value_name = "NAME")]
+    #[arg(
+        required = true,
+        value_name = "NAME",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
     names: Vec<String>,
+
+    #[command(flatten)]
+    daemon: ClientOptions,
 }
 
 impl RmCommand {
     pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
+        let daemon = client::daemon_of(&self.daemon, data_dir);
         let containers = Containers::open(data_dir);
         let mut failed = false;
         for name in &self.names {
-            let result = containers.find(name).map_err(anyhow::Error::from).and_then(|record| {
-                // `-f` may remove an instance (a daemon that still runs replaces it).
-                if !self.force {
-                    record.check_unmanaged(name)?;
+            let removed = match &daemon {
+                Some(endpoint) => {
+                    let force = if self.force { "?force=true" } else { "" };
+                    let path = format!("/v1/containers/{}{force}", client::segment(name));
+                    client::call(endpoint, http::Method::DELETE, &path)?.map(drop)
                 }
-                if record.status != Status::Exited {
-                    if !self.force {
-                        anyhow::bail!(
-                            "container {name} is running; stop it with `skiff stop {name}` or remove it with `skiff rm -f {name}`"
-                        );
-                    }
-                    super::stop::stop(&containers, &record, Duration::ZERO)?;
-                }
-                containers.remove_dir(&record.id)?;
-                Ok(())
-            });
-            match result {
+                None => stop::remove_named(&containers, name, self.force)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
+            match removed {
                 Ok(()) => println!("{name}"),
-                Err(e) => {
-                    eprintln!("skiff: error: {e:#}");
+                Err(message) => {
+                    eprintln!("skiff: error: {message}");
                     failed = true;
                 }
             }

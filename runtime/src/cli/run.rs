@@ -114,7 +114,7 @@ impl RunCommand {
                 drop(runtime);
                 self.check_linux_flags()?;
                 if self.linux.detach
-                    && let Some(endpoint) = daemon::daemon_of(&self.daemon, data_dir)
+                    && let Some(endpoint) = super::client::daemon_of(&self.daemon, data_dir)
                 {
                     return daemon::send(&endpoint);
                 }

@@ -179,7 +179,7 @@ pub struct Daemon {
     workloads: Workloads,
     router: Arc<Router>,
     capacity: Arc<NodeLedger>,
-    /// `skiff run -d` through the daemon.
+    /// `skiff run -d`, `ps`, `logs`, `stop` and `rm` through the daemon.
     containers: containers::ContainerHost,
     /// One deploy, removal or scale at a time, so the diff, the store and the routes agree.
     changes: tokio::sync::Mutex<()>,
@@ -242,6 +242,11 @@ impl Daemon {
         request: &containers::RunRequest,
     ) -> std::result::Result<String, containers::RunRefused> {
         self.containers.run(request)
+    }
+
+    /// The containers `skiff ps`, `logs`, `stop` and `rm` reach through the daemon.
+    pub fn containers(&self) -> &containers::ContainerHost {
+        &self.containers
     }
 
     /// Where this daemon keeps its state, images and containers.

@@ -108,6 +108,7 @@ impl ContainerRecord {
 }
 
 /// The containers of one data dir.
+#[derive(Debug, Clone)]
 pub struct Containers {
     root: PathBuf,
 }
@@ -158,6 +159,11 @@ impl Containers {
             },
         })?;
         serde_json::from_slice(&bytes).map_err(|error| ContainerError::Corrupt { path, error })
+    }
+
+    /// One container's record as things are (see [`Containers::list`]).
+    pub fn current(&self, id: &str) -> Result<ContainerRecord> {
+        self.load(id).map(observed)
     }
 
     /// Every container, oldest first, with a dead monitor's `running` shown as exited.

@@ -20,7 +20,9 @@
 //!   the launcher drives them over; [`exec`] the last steps before `execve`; [`reaper`] skiff
 //!   as pid 1 of a `skiff run` container, forwarding signals and reaping orphans.
 //! - [`monitor`]: a `skiff run` container's life (cgroup, network, ports, log, exit status),
-//!   in the foreground CLI or a detached monitor; [`container`] its record on disk.
+//!   in the foreground CLI or a detached monitor; [`container`] its record on disk; [`logs`]
+//!   reads its log back, [`stop`] stops and removes it (`skiff logs`, `stop`, `rm`, alone or
+//!   through the daemon).
 //! - [`launch`]: one container prepared and started under a detached monitor, for `skiff run`
 //!   and the daemon's services and jobs.
 //! - [`bundle`]: the OCI runtime verbs on a bundle (create, start, state, kill, delete, run),
@@ -33,6 +35,7 @@ pub mod cgroups;
 pub mod container;
 pub mod exec;
 pub mod launch;
+pub mod logs;
 pub mod monitor;
 pub mod namespaces;
 pub mod net;
@@ -42,6 +45,7 @@ pub mod rootfs;
 pub mod security;
 pub mod snapshot;
 pub mod spec;
+pub mod stop;
 pub mod syscall;
 pub mod unpack;
 pub mod user;

@@ -1,10 +1,11 @@
-//! `skiff run -d` and the daemon. When `skiff serve` runs on this data dir, a detached Linux
-//! container is started by the daemon ([`send`]), which admits it through the node's ledger
-//! first; the daemon reads `run`'s flags with this same code ([`CliRunner`]).
+//! `skiff run -d` and the daemon. When `skiff serve` runs on this data dir
+//! ([`client::daemon_of`]), a detached Linux container is started by the daemon ([`send`]),
+//! which admits it through the node's ledger first; the daemon reads `run`'s flags with this
+//! same code ([`CliRunner`]).
 
 use super::RunCommand;
 use super::linux::{self, Detached};
-use crate::cli::client::{self, ClientOptions, Endpoint};
+use crate::cli::client::{self, Endpoint};
 use crate::daemon::containers::{ContainerRunner, Planned, RunRefused, RunRequest};
 use crate::oci::image::ImageKind;
 use crate::oci::local::LocalImages;
@@ -12,10 +13,6 @@ use crate::sched::capacity::Requests;
 use clap::Parser;
 use serde_json::json;
 use std::path::Path;
-use std::time::Duration;
-
-/// How long the CLI waits for the daemon to answer that it is there.
-const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// `run`'s flags as the daemon reads them.
 #[derive(Debug, Parser)]
@@ -103,25 +100,6 @@ impl ContainerRunner for CliRunner {
             }),
         }
     }
-}
-
-/// The daemon of this data dir, when one answers: `skiff run -d` then goes through it.
-pub fn daemon_of(options: &ClientOptions, data_dir: &Path) -> Option<Endpoint> {
-    let endpoint = options.endpoint().ok()?;
-    if let Endpoint::Unix(socket) = &endpoint
-        && !socket.exists()
-    {
-        return None;
-    }
-    let info = crate::cli::block_on(async {
-        let request = client::request(&endpoint, http::Method::GET, "/v1/info", String::new());
-        tokio::time::timeout(PROBE_WAIT, request).await
-    });
-    let info = info.ok()?.ok()?.ok().ok()?;
-    // Another data dir's daemon has other images and containers: run alone.
-    let theirs = std::fs::canonicalize(info["data_dir"].as_str()?).ok()?;
-    let same = std::fs::canonicalize(data_dir).ok()? == theirs;
-    same.then_some(endpoint)
 }
 
 /// Asks the daemon to start the container; prints its id as `skiff run -d` does.

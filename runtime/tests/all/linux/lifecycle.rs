@@ -44,10 +44,19 @@ fn stop_sends_term_then_kill() {
     let line = linux.ps_line("sleeper").unwrap();
     assert!(line.contains("exited (143)"), "ended by SIGTERM: {line}");
 
-    // A shell that ignores TERM is killed once --time is up.
+    // A shell that ignores TERM is killed once --time is up. Stopped only once its trap is
+    // set: a TERM before that would end it (143) and test nothing.
     linux.detach(
         &["--name", "stubborn"],
-        &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo trapped; while true; do sleep 1; done",
+        ],
+    );
+    assert!(
+        eventually(|| linux.run(["logs", "stubborn"]).stdout.contains("trapped")),
+        "the shell never set its trap"
     );
     linux
         .run(["stop", "--time", "1s", "stubborn"])

@@ -1,6 +1,7 @@
 //! Services and jobs run by `skiff serve`: busybox containers deployed through the control
 //! API, reached through the gateway, restarted when they die, adopted again after the daemon's
-//! own `kill -9`, and refused (changing nothing) when their image or route is wrong.
+//! own `kill -9`, and refused (changing nothing) when their image or route is wrong; and the
+//! CLI's container verbs (`run -d`, `ps`, `logs`, `stop`, `rm`) going through the daemon.
 //!
 //! These need root (they start containers); without it each one says why it is skipped. The
 //! daemon runs in a network namespace of the test's own ([`Netns`]), so its bridge and NAT
@@ -8,6 +9,7 @@
 //! is removed when a test ends, pass or fail (the [`Linux`] guard), and the namespace with it.
 
 mod capacity;
+mod containers;
 mod jobs;
 mod rollout;
 mod sample;
