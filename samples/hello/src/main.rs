@@ -71,7 +71,10 @@ fn main() -> ExitCode {
     out.flush().unwrap();
     drop(out);
 
-    if let Some(secs) = std::env::var("HELLO_SLEEP").ok().and_then(|v| v.trim().parse().ok()) {
+    if let Some(secs) = std::env::var("HELLO_SLEEP")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
         std::thread::sleep(std::time::Duration::from_secs(secs));
     }
 
