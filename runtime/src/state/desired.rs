@@ -59,6 +59,15 @@ pub struct StoredWorkload {
     pub spec: Value,
     /// The `skiff scale` override, if any; it wins over the spec's replicas or min.
     pub scale: Option<u32>,
+    /// The version this one replaced, while its rollout has not ended.
+    pub previous: Option<Previous>,
+}
+
+/// A workload's version before its last change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Previous {
+    pub generation: u64,
+    pub spec: Value,
 }
 
 /// One app as stored, with its workloads ordered by name.
@@ -177,15 +186,20 @@ impl Store {
                     outcome.unchanged.push(wname.to_string());
                 }
                 Some(o) => {
+                    // The version replaced, for a rollout to come back to; none across kinds.
+                    let previous = (o.kind == w.kind).then(|| o.spec.to_string());
                     tx.execute(
-                        "UPDATE workloads SET kind = ?3, generation = ?4, spec = ?5
+                        "UPDATE workloads SET kind = ?3, generation = ?4, spec = ?5,
+                         previous_generation = ?6, previous_spec = ?7
                          WHERE app = ?1 AND name = ?2",
                         params![
                             name,
                             wname,
                             w.kind.as_str(),
                             gen_sql(o.generation + 1),
-                            w_spec
+                            w_spec,
+                            previous.as_ref().map(|_| gen_sql(o.generation)),
+                            previous,
                         ],
                     )
                     .map_err(&err)?;
@@ -312,7 +326,9 @@ impl Store {
             *entry = spec.clone();
             let updated = tx
                 .execute(
-                    "UPDATE workloads SET generation = ?3, spec = ?4 WHERE app = ?1 AND name = ?2",
+                    "UPDATE workloads SET generation = ?3, spec = ?4,
+                     previous_generation = NULL, previous_spec = NULL
+                     WHERE app = ?1 AND name = ?2",
                     params![app, workload, gen_sql(generation), spec.to_string()],
                 )
                 .map_err(&err)?;
@@ -327,6 +343,21 @@ impl Store {
             Ok(())
         })?;
         tracing::info!(app, workload, generation, "workload restored");
+        Ok(())
+    }
+
+    /// Forgets the version `generation` of a workload replaced, once its rollout ended; a
+    /// later change (another generation) keeps its own.
+    pub fn finish_rollout(&self, app: &str, workload: &str, generation: u64) -> Result<()> {
+        let err = self.db_err();
+        self.durable(|tx| {
+            tx.execute(
+                "UPDATE workloads SET previous_generation = NULL, previous_spec = NULL
+                 WHERE app = ?1 AND name = ?2 AND generation = ?3",
+                params![app, workload, gen_sql(generation)],
+            )
+            .map_err(&err)
+        })?;
         Ok(())
     }
 
@@ -352,8 +383,8 @@ impl Store {
         };
         let rows: Vec<RawWorkload> = conn
             .prepare_cached(
-                "SELECT name, kind, generation, spec, scale FROM workloads
-                 WHERE app = ?1 ORDER BY name",
+                "SELECT name, kind, generation, spec, scale, previous_generation, previous_spec
+                 FROM workloads WHERE app = ?1 ORDER BY name",
             )
             .and_then(|mut stmt| stmt.query_map([name], RawWorkload::from_row)?.collect())
             .map_err(&err)?;
@@ -379,6 +410,8 @@ struct RawWorkload {
     generation: i64,
     spec: String,
     scale: Option<i64>,
+    previous_generation: Option<i64>,
+    previous_spec: Option<String>,
 }
 
 impl RawWorkload {
@@ -389,12 +422,22 @@ impl RawWorkload {
             generation: r.get(2)?,
             spec: r.get(3)?,
             scale: r.get(4)?,
+            previous_generation: r.get(5)?,
+            previous_spec: r.get(6)?,
         })
     }
 
     fn parse(self, store: &Store, app: &str) -> Result<StoredWorkload> {
         let spec = parse_spec(&self.spec, || format!("workload {app}/{}", self.name))?;
+        let previous = match (self.previous_generation, &self.previous_spec) {
+            (Some(generation), Some(text)) => Some(Previous {
+                generation: generation.max(0) as u64,
+                spec: parse_spec(text, || format!("workload {app}/{}'s previous", self.name))?,
+            }),
+            _ => None,
+        };
         Ok(StoredWorkload {
+            previous,
             kind: WorkloadKind::parse(store, &self.kind)?,
             generation: self.generation.max(0) as u64,
             spec,
@@ -634,6 +677,63 @@ mod tests {
         assert_eq!(
             store.get_app("shop").unwrap().unwrap().spec,
             app_spec("redis:7")
+        );
+    }
+
+    #[test]
+    fn a_change_keeps_the_version_it_replaced_until_its_rollout_ends() {
+        let (_dir, store) = temp_store();
+        store.put_app("shop", &json!({}), &shop()).unwrap();
+        let cache = |store: &Store| store.get_app("shop").unwrap().unwrap().workloads[1].clone();
+        assert_eq!(
+            cache(&store).previous,
+            None,
+            "a new workload replaced nothing"
+        );
+        let mut v2 = shop();
+        v2[1].spec = json!({"image": "redis:8"});
+        store.put_app("shop", &json!({}), &v2).unwrap();
+        let replaced = Some(Previous {
+            generation: 1,
+            spec: json!({"image": "redis:7"}),
+        });
+        assert_eq!(cache(&store).previous, replaced);
+        store.put_app("shop", &json!({}), &v2).unwrap();
+        store.set_scale("shop", "cache", Some(2)).unwrap();
+        assert_eq!(
+            cache(&store).previous,
+            replaced,
+            "unchanged puts and scales keep it"
+        );
+        store.finish_rollout("shop", "cache", 1).unwrap();
+        assert_eq!(
+            cache(&store).previous,
+            replaced,
+            "a stale generation clears nothing"
+        );
+        store.finish_rollout("shop", "cache", 2).unwrap();
+        assert_eq!(cache(&store).previous, None);
+
+        let mut v3 = shop();
+        v3[1].spec = json!({"image": "redis:9"});
+        let app_spec = json!({"services": {"cache": {"image": "redis:9"}}});
+        store.put_app("shop", &app_spec, &v3).unwrap();
+        assert_eq!(cache(&store).previous.unwrap().generation, 2);
+        store
+            .restore_workload("shop", "cache", 2, &json!({"image": "redis:8"}))
+            .unwrap();
+        assert_eq!(
+            cache(&store).previous,
+            None,
+            "a rollback ends the rollout too"
+        );
+        let mut job = v3.clone();
+        job[1].kind = WorkloadKind::Job;
+        store.put_app("shop", &json!({}), &job).unwrap();
+        assert_eq!(
+            cache(&store).previous,
+            None,
+            "nothing to come back to across kinds"
         );
     }
 

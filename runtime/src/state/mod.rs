@@ -41,7 +41,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
-pub use desired::{AppRecord, PutOutcome, StoredWorkload, WorkloadKind, WorkloadRecord};
+pub use desired::{AppRecord, Previous, PutOutcome, StoredWorkload, WorkloadKind, WorkloadRecord};
 pub use events::{Event, EventStream, NewEvent, StreamItem};
 pub use observed::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 
@@ -96,6 +96,10 @@ pub const MIGRATIONS: &[&str] = &[
         kind     TEXT NOT NULL,
         message  TEXT NOT NULL
     ) STRICT;",
+    // 2: the version a changed workload replaces, kept until its rollout ends, so a daemon
+    // restarted in the middle of one can adopt the old containers and carry on.
+    "ALTER TABLE workloads ADD COLUMN previous_generation INTEGER;
+    ALTER TABLE workloads ADD COLUMN previous_spec TEXT;",
 ];
 
 /// Subscribers that fall this many events behind get [`StreamItem::Lagged`] instead of

@@ -216,22 +216,52 @@ impl View {
     }
 }
 
-/// Runs one service until `stop`: starts `first` with `replicas`, then follows `commands`.
+/// A rollout a daemon restarted in the middle of: the old generation's containers still
+/// running, taken over to be replaced as before the crash.
+pub struct Resume {
+    /// The old version, adopting its running containers.
+    pub old: ServiceRun,
+}
+
+/// Runs one service until `stop`: starts `first` with `replicas` (or, resuming a rollout,
+/// with the instances it adopts beside the old generation's), then follows `commands`.
 pub async fn control(
     cx: Arc<Context>,
     shared: Shared,
     first: ServiceRun,
     replicas: u32,
+    resume: Option<Resume>,
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
     let tuning = shared.tuning;
+    let (mut old, mut rollout, mut start_with) = (Vec::new(), None, replicas);
+    if let Some(Resume { old: run }) = resume {
+        let (kept, adopted) = (run.adopt.len() as u32, first.adopt.len() as u32);
+        cx.event(
+            &first.app,
+            &first.name,
+            None,
+            "rolling-out",
+            format!(
+                "resuming the rollout of generation {} after a restart: {adopted} new and {kept} \
+                 old (generation {}) instances running",
+                first.generation, run.generation
+            ),
+        );
+        rollout = Some(Rollout {
+            before: vec![(run.generation, kept)],
+            deadline: Instant::now() + step_deadline(&first.spec),
+        });
+        start_with = adopted.min(replicas);
+        old.push(Generation::spawn(&cx, run, kept));
+    }
     let mut control = Controller {
         autoscaler: Autoscaler::of(&first, tuning),
-        current: Generation::spawn(&cx, first, replicas),
+        current: Generation::spawn(&cx, first, start_with),
         want: replicas,
-        old: Vec::new(),
-        rollout: None,
+        old,
+        rollout,
         retiring: Vec::new(),
         tuning,
         generation: Arc::clone(&shared.generation),
@@ -340,7 +370,15 @@ impl Controller {
                 self.retiring
                     .extend(self.old.drain(..).map(Generation::retire));
                 self.rollout = None;
-                let generation = self.current.run.generation;
+                let run = &self.current.run;
+                let generation = run.generation;
+                if let Err(error) = self
+                    .cx
+                    .store
+                    .finish_rollout(&run.app, &run.name, generation)
+                {
+                    tracing::warn!(%error, "the rollout's end was not stored");
+                }
                 self.event(
                     "rolled-out",
                     format!("generation {generation} serves all {} replicas", self.want),

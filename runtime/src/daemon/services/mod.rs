@@ -25,7 +25,7 @@ pub use resolve::{JobCode, Resolved};
 use super::capacity::NodeLedger;
 use crate::app::{AppSpec, ServiceScale, ServiceSpec};
 use crate::linux::container::ContainerRecord;
-use crate::oci::local::ImagesError;
+use crate::oci::local::{ImagesError, LocalImages};
 use crate::sched::capacity::Requests;
 use crate::state::{self, AppRecord, Store, WorkloadKind};
 use crate::wasm::WasmError;
@@ -307,6 +307,12 @@ impl Workloads {
                 }
                 None => {
                     let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
+                    let resume = self.resumable(record, name, &target, owned).map(|old| {
+                        let adopt = adoptable(name, old.generation);
+                        controller::Resume {
+                            old: supervisor::ServiceRun { adopt, ..old },
+                        }
+                    });
                     let view = controller::View::default();
                     let (commands, received) = mpsc::channel(COMMANDS);
                     let (stop, stopped) = watch::channel(false);
@@ -320,6 +326,7 @@ impl Workloads {
                         },
                         run(&target, adoptable(name, generation)),
                         replicas,
+                        resume,
                         received,
                         stopped,
                     ));
@@ -390,6 +397,48 @@ impl Workloads {
             );
         }
         routes
+    }
+
+    /// The old version of a service whose rollout a restarted daemon finds unfinished: its
+    /// stored previous spec and image, when containers of that generation still run (without
+    /// them, or without its image, there is nothing to resume and they are removed). Its
+    /// `adopt` is left for the caller to fill, claiming them. Blocking (reads the image store).
+    fn resumable(
+        &self,
+        record: &AppRecord,
+        name: &str,
+        target: &Arc<ServiceTarget>,
+        owned: &[ContainerRecord],
+    ) -> Option<supervisor::ServiceRun> {
+        let previous = (record.workloads.iter())
+            .find(|w| w.name == name)?
+            .previous
+            .as_ref()?;
+        let running = owned.iter().any(|c| {
+            c.owner.as_ref().is_some_and(|o| {
+                o.app == record.name && o.workload == name && o.generation == previous.generation
+            }) && instance::is_running(c)
+        });
+        if !running {
+            return None;
+        }
+        let spec: ServiceSpec = serde_json::from_value(previous.spec.clone())
+            .inspect_err(|error| tracing::warn!(%error, "previous spec unreadable"))
+            .ok()?;
+        let images = LocalImages::open(&self.cx.data_dir).ok()?;
+        let image = (images.get(&spec.image))
+            .inspect_err(|error| tracing::warn!(%error, "previous image gone"))
+            .ok()?;
+        Some(supervisor::ServiceRun {
+            app: record.name.clone(),
+            name: name.to_string(),
+            generation: previous.generation,
+            spec,
+            image,
+            target: Arc::clone(target),
+            progress: status::Shared::default(),
+            adopt: Vec::new(),
+        })
     }
 
     /// Sets a running service's replicas (`skiff scale`); false when `app/workload` is not a
@@ -547,6 +596,7 @@ mod tests {
             generation: 2,
             spec: serde_json::Value::Null,
             scale,
+            previous: None,
         }
     }
 

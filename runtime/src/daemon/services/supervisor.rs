@@ -134,7 +134,11 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) {
     let want = *replicas.borrow_and_update();
-    let mut slots: Vec<Slot> = (0..want).map(Slot::new).collect();
+    let adopted = (run.adopt.iter()).filter_map(|c| c.owner.as_ref().map(|o| o.replica));
+    let mut slots: Vec<Slot> = replica_numbers(adopted, want)
+        .into_iter()
+        .map(Slot::new)
+        .collect();
     let mut sup = Supervisor {
         cx,
         run,
@@ -184,6 +188,23 @@ pub async fn supervise(
     status::set(&sup.run.progress, Progress::default());
 }
 
+/// The replica numbers of `want` slots: those of the containers to adopt first (a drained
+/// replica 0 leaves replica 1 running, which keeps its number), then the lowest free ones.
+fn replica_numbers(adopted: impl IntoIterator<Item = u32>, want: u32) -> Vec<u32> {
+    let mut numbers: Vec<u32> = adopted.into_iter().collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers.truncate(want as usize);
+    let mut next = 0;
+    while numbers.len() < want as usize {
+        if !numbers.contains(&next) {
+            numbers.push(next);
+        }
+        next += 1;
+    }
+    numbers
+}
+
 struct Supervisor {
     cx: Arc<Context>,
     run: ServiceRun,
@@ -198,6 +219,15 @@ impl Supervisor {
     /// left over, to be stopped.
     fn adopt(&self, slots: &mut [Slot]) -> Vec<ContainerRecord> {
         let mut extra = Vec::new();
+        // Those the last daemon saw healthy are routed at once, not after a first check: a
+        // restart should not cost a service its traffic. Their checks go on as before.
+        let was_healthy: Vec<String> = (self.cx.store)
+            .list_instances(Some(&self.run.app), Some(&self.run.name))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.reason.as_deref() == Some("healthy"))
+            .map(|i| i.id)
+            .collect();
         for record in &self.run.adopt {
             let replica = record.owner.as_ref().map_or(u32::MAX, |o| o.replica);
             let Some(slot) = slots
@@ -218,7 +248,9 @@ impl Supervisor {
             if let Err(error) = self.cx.store.insert_instance(&instance) {
                 tracing::debug!(%error, "instance already recorded");
             }
-            self.update(&record.id, running_update(record).reason("adopted"));
+            let healthy = was_healthy.contains(&record.id);
+            let reason = if healthy { "healthy" } else { "adopted" };
+            self.update(&record.id, running_update(record).reason(reason));
             self.event(
                 Some(&record.id),
                 "adopted",
@@ -232,7 +264,11 @@ impl Supervisor {
                 })
                 .ok();
             slot.counter.started(Instant::now());
-            slot.running = Some(Running::new(record.clone(), &self.run.spec, reservation));
+            let mut running = Running::new(record.clone(), &self.run.spec, reservation);
+            if healthy {
+                running.tracker.record(true, 1);
+            }
+            slot.running = Some(running);
         }
         extra
     }
@@ -598,4 +634,18 @@ fn running_update(record: &ContainerRecord) -> InstanceUpdate {
 
 pub fn short(id: &str) -> &str {
     crate::linux::container::short_id(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopted_replicas_keep_their_numbers_and_the_rest_take_the_lowest_free() {
+        assert_eq!(replica_numbers([], 3), [0, 1, 2]);
+        assert_eq!(replica_numbers([1], 1), [1], "replica 0 was drained");
+        assert_eq!(replica_numbers([2], 3), [2, 0, 1]);
+        assert_eq!(replica_numbers([4, 1], 1), [1]);
+        assert_eq!(replica_numbers([0], 0), Vec::<u32>::new());
+    }
 }

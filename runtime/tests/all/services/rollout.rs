@@ -179,6 +179,68 @@ fn a_redeploy_rolls_out_under_load_without_a_failure_and_a_failing_version_rolls
 }
 
 #[test]
+fn a_rollout_cut_by_the_daemons_kill_9_resumes_with_the_old_containers_adopted() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    deploy(linux, dir.path(), &versioned("v1", "/index.html")).expect_code(0);
+    let deadline = Instant::now() + WAIT;
+    while ps_line(&client(linux, &["ps"]), "shop/web")[3] != "2/2" {
+        assert!(Instant::now() < deadline, "v1 never got 2 healthy replicas");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v1: Vec<String> = owned(linux).into_iter().map(|(id, _)| id).collect();
+
+    // v2 answers only 4 s after it starts (its checks allow 10 s for that): the daemon dies
+    // while its first replica waits.
+    let slow = versioned("v2", "/index.html")
+        .replace("mkdir -p", "sleep 4 && mkdir -p")
+        .replace(
+            "interval = \"200ms\", retries = 2",
+            "interval = \"500ms\", retries = 20",
+        );
+    deploy(linux, dir.path(), &slow).expect_code(0);
+    serve.wait_log("rolling out generation 2");
+    let deadline = Instant::now() + WAIT;
+    while owned(linux).len() != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no v2 replica: {:?}",
+            owned(linux)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve.kill();
+
+    // The next daemon takes the old containers over and carries on: nothing is removed at
+    // the start, v1 serves until v2 is ready, and v2 ends up alone.
+    let serve = Serve::start(netns, linux);
+    serve.wait_log("resuming the rollout of generation 2 after a restart: 1 new and 2 old");
+    for id in &v1 {
+        serve.wait_log(&format!("container {} adopted after a restart", &id[..12]));
+    }
+    assert!(
+        !serve
+            .log()
+            .contains("removing a container no workload adopted"),
+        "{}",
+        serve.log()
+    );
+    // Only v1 can answer yet (v2 sleeps), and it does.
+    assert_eq!(wait_served(netns, &serve, "/index.html").trim(), "v1");
+    serve.wait_log("generation 2 serves all 2 replicas");
+    let deadline = Instant::now() + WAIT;
+    while owned(linux).len() != 2 || owned(linux).iter().any(|(id, _)| v1.contains(id)) {
+        assert!(Instant::now() < deadline, "v1 left: {:?}", owned(linux));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(netns, serve.gateway, "/index.html").1.trim(), "v2");
+    client(linux, &["apps", "rm", "shop"]).expect_code(0);
+    assert!(owned(linux).is_empty(), "{:?}", owned(linux));
+}
+
+#[test]
 fn skiff_scale_changes_the_replicas_a_service_runs() {
     let Some(env) = env() else { return };
     let (netns, linux) = (&env.netns, &env.linux);
