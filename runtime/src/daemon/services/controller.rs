@@ -114,6 +114,16 @@ struct Rollout {
     deadline: Instant,
 }
 
+impl Rollout {
+    /// A rollout away from `old` as they run now.
+    fn from(old: &[Generation], deadline: Instant) -> Self {
+        Rollout {
+            before: old.iter().map(|g| (g.run.generation, g.want())).collect(),
+            deadline,
+        }
+    }
+}
+
 /// What a look at a rollout decides.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -324,14 +334,7 @@ impl Controller {
         let previous = std::mem::replace(&mut self.current, next);
         self.old.push(previous);
         self.want = replicas;
-        self.rollout = Some(Rollout {
-            before: self
-                .old
-                .iter()
-                .map(|g| (g.run.generation, g.want()))
-                .collect(),
-            deadline,
-        });
+        self.rollout = Some(Rollout::from(&self.old, deadline));
         self.event(
             "rolling-out",
             format!("rolling out generation {generation} to {replicas} replicas, one at a time"),
@@ -442,14 +445,8 @@ impl Controller {
         self.event("rolled-back", message);
         // Generations other than the one back in charge converge to it.
         if self.old.iter().any(|g| g.want() > 0) {
-            self.rollout = Some(Rollout {
-                before: self
-                    .old
-                    .iter()
-                    .map(|g| (g.run.generation, g.want()))
-                    .collect(),
-                deadline: Instant::now() + step_deadline(&self.current.run.spec),
-            });
+            let deadline = Instant::now() + step_deadline(&self.current.run.spec);
+            self.rollout = Some(Rollout::from(&self.old, deadline));
         } else {
             self.retiring
                 .extend(self.old.drain(..).map(Generation::retire));

@@ -75,15 +75,7 @@ fn an_idle_function_makes_room_for_a_service_and_a_service_without_room_waits() 
 
     // Room frees when web goes: big starts.
     client(linux, &["apps", "rm", "web"]).expect_code(0);
-    let deadline = Instant::now() + WAIT;
-    while owned(linux).len() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "big never started: {:?}",
-            owned(linux)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_owned(linux, |ids| ids.len() == 1);
     client(linux, &["events", "--app", "big"])
         .expect_code(0)
         .stdout_has("pending: waiting for 800 MiB of memory")

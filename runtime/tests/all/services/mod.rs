@@ -260,6 +260,39 @@ pub fn one_running(linux: &Linux, not: Option<&str>) -> (String, i64) {
     panic!("not exactly one new owned container: {:?}", owned(linux));
 }
 
+/// Waits (bounded) until `skiff ps` shows `workload` with `ready` healthy of desired
+/// instances (`"2/2"`).
+#[track_caller]
+pub fn wait_ready(linux: &Linux, workload: &str, ready: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ps = client(linux, &["ps"]);
+        if ps_line(&ps, workload)[3] == ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{workload} never {ready}:\n{}",
+            ps.stdout
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until the owned running containers are as `done` wants; their ids.
+#[track_caller]
+pub fn wait_owned(linux: &Linux, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ids: Vec<String> = owned(linux).into_iter().map(|(id, _)| id).collect();
+        if done(&ids) {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "owned containers stayed {ids:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The words of `skiff ps`'s line for `workload` (`app/name`).
 #[track_caller]
 pub fn ps_line(ps: &Ran, workload: &str) -> Vec<String> {

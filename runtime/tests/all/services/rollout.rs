@@ -92,11 +92,7 @@ fn a_redeploy_rolls_out_under_load_without_a_failure_and_a_failing_version_rolls
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(netns, linux);
     deploy(linux, dir.path(), &versioned("v1", "/index.html")).expect_code(0);
-    let deadline = Instant::now() + WAIT;
-    while ps_line(&client(linux, &["ps"]), "shop/web")[3] != "2/2" {
-        assert!(Instant::now() < deadline, "v1 never got 2 healthy replicas");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(linux, "shop/web", "2/2");
     let v1: Vec<String> = owned(linux).into_iter().map(|(id, _)| id).collect();
     assert_eq!(v1.len(), 2, "{v1:?}");
 
@@ -185,11 +181,7 @@ fn a_rollout_cut_by_the_daemons_kill_9_resumes_with_the_old_containers_adopted()
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(netns, linux);
     deploy(linux, dir.path(), &versioned("v1", "/index.html")).expect_code(0);
-    let deadline = Instant::now() + WAIT;
-    while ps_line(&client(linux, &["ps"]), "shop/web")[3] != "2/2" {
-        assert!(Instant::now() < deadline, "v1 never got 2 healthy replicas");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(linux, "shop/web", "2/2");
     let v1: Vec<String> = owned(linux).into_iter().map(|(id, _)| id).collect();
 
     // v2 answers only 4 s after it starts (its checks allow 10 s for that): the daemon dies
@@ -230,11 +222,9 @@ fn a_rollout_cut_by_the_daemons_kill_9_resumes_with_the_old_containers_adopted()
     // Only v1 can answer yet (v2 sleeps), and it does.
     assert_eq!(wait_served(netns, &serve, "/index.html").trim(), "v1");
     serve.wait_log("generation 2 serves all 2 replicas");
-    let deadline = Instant::now() + WAIT;
-    while owned(linux).len() != 2 || owned(linux).iter().any(|(id, _)| v1.contains(id)) {
-        assert!(Instant::now() < deadline, "v1 left: {:?}", owned(linux));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_owned(linux, |ids| {
+        ids.len() == 2 && !ids.iter().any(|id| v1.contains(id))
+    });
     assert_eq!(get(netns, serve.gateway, "/index.html").1.trim(), "v2");
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
     assert!(owned(linux).is_empty(), "{:?}", owned(linux));
@@ -248,27 +238,12 @@ fn skiff_scale_changes_the_replicas_a_service_runs() {
     let serve = Serve::start(netns, linux);
     deploy(linux, dir.path(), WEB).expect_code(0);
     wait_served(netns, &serve, "/index.html");
-    let ready = |want: &str| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let ps = client(linux, &["ps"]);
-            if ps_line(&ps, "shop/web")[3] == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never {want}:\n{}", ps.stdout);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
     client(linux, &["scale", "shop/web=3"]).expect_code(0);
-    ready("3/3");
+    wait_ready(linux, "shop/web", "3/3");
     assert_eq!(owned(linux).len(), 3, "{:?}", owned(linux));
     client(linux, &["scale", "shop/web=1"]).expect_code(0);
-    ready("1/1");
-    let deadline = Instant::now() + WAIT;
-    while owned(linux).len() != 1 {
-        assert!(Instant::now() < deadline, "{:?}", owned(linux));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(linux, "shop/web", "1/1");
+    wait_owned(linux, |ids| ids.len() == 1);
     serve.wait_log("drained and stopped (scaled down)");
     assert_eq!(get(netns, serve.gateway, "/index.html").0, 200);
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
@@ -308,10 +283,6 @@ max = 3
         .expect_code(0)
         .stdout_has("scaled up from 1 to ")
         .stdout_has("target 50%");
-    let deadline = Instant::now() + WAIT;
-    while owned(linux).len() != 1 {
-        assert!(Instant::now() < deadline, "{:?}", owned(linux));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_owned(linux, |ids| ids.len() == 1);
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
 }

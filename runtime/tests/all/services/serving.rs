@@ -182,11 +182,7 @@ fn the_proxy_keeps_method_path_query_headers_and_body() {
         "POST /cgi-bin/echo?x=1&y=2 for=127.0.0.1 host=echo.test custom=kept\nhello world"
     );
     // Two replicas, both healthy, take turns.
-    let deadline = Instant::now() + WAIT;
-    while ps_line(&client(linux, &["ps"]), "echo/cgi")[3] != "2/2" {
-        assert!(Instant::now() < deadline, "never 2/2 ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(linux, "echo/cgi", "2/2");
     let hosts: Vec<String> = (0..4)
         .map(|_| get(netns, serve.gateway, "/cgi-bin/who").1)
         .collect();
