@@ -261,6 +261,7 @@ impl RunCommand {
             preopens: self.volumes.iter().chain(&self.dirs).cloned().collect(),
             stdio: Stdio::Closed,
             outbound: Default::default(),
+            listen: Vec::new(),
         })
     }
 }

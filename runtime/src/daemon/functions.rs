@@ -148,6 +148,7 @@ impl Preparer {
                     error: Box::new(error),
                 }
             })?,
+            listen: Vec::new(),
         })
     }
 

@@ -9,6 +9,7 @@
 use super::WasmError;
 use std::path::PathBuf;
 use std::str::FromStr;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// A host directory granted to the guest at `guest` (`-v HOST:GUEST[:ro]`).
@@ -90,6 +91,20 @@ pub enum Stdio {
     Log,
 }
 
+/// Whether a guest granted `ports` may use `address` so: binding and listening on a loopback
+/// address and one of its ports, and accepting whoever connects there (`address` is then the
+/// client's); nothing else (no outbound connections, no other interface: a port bound on the
+/// daemon's network is reached through the gateway, not around it).
+fn may_listen(ports: &[u16], address: std::net::SocketAddr, using: SocketAddrUse) -> bool {
+    match using {
+        SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => {
+            address.ip().is_loopback() && ports.contains(&address.port())
+        }
+        SocketAddrUse::TcpAccept => true,
+        _ => false,
+    }
+}
+
 /// The grants of one workload. Empty by default: see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
@@ -99,6 +114,9 @@ pub struct Capabilities {
     pub stdio: Stdio,
     /// Where outbound HTTP may go; empty (the default) denies it all.
     pub outbound: super::outbound::OutboundPolicy,
+    /// TCP ports it may listen on, on a loopback address only (a Wasm service's `ports`);
+    /// empty (the default) grants no socket at all.
+    pub listen: Vec<u16>,
 }
 
 impl Capabilities {
@@ -128,9 +146,16 @@ impl Capabilities {
         builder
             .args(&self.args)
             .envs(&self.env)
-            .allow_tcp(false)
+            .allow_tcp(!self.listen.is_empty())
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        if !self.listen.is_empty() {
+            let ports = self.listen.clone();
+            builder.socket_addr_check(move |address, using| {
+                let allowed = may_listen(&ports, address, using);
+                Box::pin(async move { allowed })
+            });
+        }
         match self.stdio {
             Stdio::Closed => {}
             Stdio::Inherit => {
@@ -161,6 +186,44 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_binds_only_its_ports_on_loopback_and_connects_nowhere() {
+        let at = |text: &str| text.parse::<std::net::SocketAddr>().unwrap();
+        let ports = [8080];
+        assert!(may_listen(
+            &ports,
+            at("127.0.0.1:8080"),
+            SocketAddrUse::TcpBind
+        ));
+        assert!(may_listen(
+            &ports,
+            at("[::1]:8080"),
+            SocketAddrUse::TcpListen
+        ));
+        assert!(
+            !may_listen(&ports, at("0.0.0.0:8080"), SocketAddrUse::TcpBind),
+            "every interface"
+        );
+        assert!(
+            !may_listen(&ports, at("127.0.0.1:22"), SocketAddrUse::TcpBind),
+            "another port"
+        );
+        assert!(
+            may_listen(&ports, at("127.0.0.1:50000"), SocketAddrUse::TcpAccept),
+            "a client"
+        );
+        let out = SocketAddrUse::TcpConnect;
+        assert!(
+            !may_listen(&ports, at("127.0.0.1:8080"), out),
+            "no outbound"
+        );
+        assert!(!may_listen(
+            &[],
+            at("127.0.0.1:8080"),
+            SocketAddrUse::TcpBind
+        ));
+    }
 
     #[test]
     fn volumes_in_docker_and_wasmtime_spelling() {

@@ -17,8 +17,13 @@
 //!   same program stands in for a long-running service (skiff's Wasm
 //!   services) that is stopped from outside.
 //!
+//! * a TCP server: `HELLO_LISTEN=ADDR` (wasip2 only: `wasi:sockets`) answers
+//!   every connection with an HTTP/1.0 `200` whose body is `HELLO_BODY` (default
+//!   `hello from a wasm service`), for ever; a refused bind exits 3 with the
+//!   reason on stderr. It stands in for a Wasm service that publishes a port.
+//!
 //! Order of effects: greeting, args, env, then `--stderr` messages, then the
-//! `--stdin` copy, then the sleep, then the exit code.
+//! `--stdin` copy, then the server, then the sleep, then the exit code.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -71,6 +76,10 @@ fn main() -> ExitCode {
     out.flush().unwrap();
     drop(out);
 
+    if let Ok(address) = std::env::var("HELLO_LISTEN") {
+        serve(&address);
+    }
+
     if let Some(secs) = std::env::var("HELLO_SLEEP")
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -84,6 +93,37 @@ fn main() -> ExitCode {
         // wasi:cli/exit on wasip2).
         Some(code) => std::process::exit(code),
         None => ExitCode::SUCCESS,
+    }
+}
+
+/// Answers every connection on `address` with one HTTP/1.0 response; never returns, except
+/// by exiting 3 when the address cannot be bound.
+fn serve(address: &str) {
+    use std::io::Read;
+    let body = std::env::var("HELLO_BODY").unwrap_or_else(|_| "hello from a wasm service".into());
+    let listener = match std::net::TcpListener::bind(address) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("cannot listen on {address}: {error}");
+            std::process::exit(3);
+        }
+    };
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        // The request head, read until its blank line (or 8 KiB); what it asks is ignored.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while head.len() < 8192 && !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let response = format!(
+            "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}\n",
+            body.len() + 1
+        );
+        let _ = stream.write_all(response.as_bytes());
     }
 }
 

@@ -265,6 +265,7 @@ async fn in_process(
         preopens: Vec::new(),
         stdio: Stdio::Log,
         outbound: Default::default(),
+        listen: Vec::new(),
     };
     let limits = Limits {
         memory: run.spec.memory,

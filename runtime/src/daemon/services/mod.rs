@@ -248,9 +248,12 @@ impl Workloads {
                 resolved.wasm_services.get(name),
             ) {
                 let key = (app.clone(), name.clone());
-                if let btree_map::Entry::Vacant(vacant) = tasks.entry(key) {
+                if let btree_map::Entry::Vacant(vacant) = tasks.entry(key.clone()) {
                     let progress = status::Shared::default();
+                    let target = (service.route.as_ref())
+                        .map(|_| Arc::new(ServiceTarget::new(format!("{app}/{name}"))));
                     let run = wasm::WasmServiceRun {
+                        target: target.clone(),
                         progress: Arc::clone(&progress),
                         app: app.clone(),
                         name: name.clone(),
@@ -264,13 +267,20 @@ impl Workloads {
                     let task = Task {
                         generation: Arc::new(AtomicU64::new(generation)),
                         progress: Progress::Published(progress),
-                        target: None,
+                        target,
                         commands: None,
                         runtime: "wasm",
                         stop,
                         handle,
                     };
                     vacant.insert(task);
+                }
+                if let (Some(prefix), Some(target)) = (&service.route, &tasks[&key].target) {
+                    routes.push(ServiceRoute {
+                        name: name.clone(),
+                        prefix: prefix.clone(),
+                        target: Arc::clone(target),
+                    });
                 }
                 continue;
             }

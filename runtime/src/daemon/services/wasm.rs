@@ -5,14 +5,18 @@
 //! ledger, told as events and instance rows ([`InstanceKind::Wasm`]).
 //!
 //! At deploy, [`resolve`] refuses what a Wasm service cannot do in this version, so nothing is
-//! stored: publishing or routing ports and HTTP, TCP or exec health checks (it serves no
-//! port, and an instance is healthy while it runs), autoscaling and a CPU limit (its CPU is
-//! the daemon's, neither measured nor capped per instance). It also compiles the program and
-//! checks that it is a command, and that its volumes exist.
+//! stored: more than one replica when it has `ports` (its instances share the daemon's
+//! network), exec health checks (there is no shell beside it), autoscaling and a CPU limit
+//! (its CPU is the daemon's, neither measured nor capped per instance). It also compiles the
+//! program and checks that it is a command, and that its volumes exist.
 //!
 //! An instance gets the spec's env, `command` as its arguments after argv[0] (the service's
-//! name), its volumes as preopens, stdout and stderr to the daemon's log, no sockets, and
-//! `memory_limit` (else `memory`) enforced by the store's limiter. Stopping (app removed or
+//! name), its volumes as preopens, stdout and stderr to the daemon's log, and
+//! `memory_limit` (else `memory`) enforced by the store's limiter. With `ports` it may bind
+//! and listen on those ports of a loopback address (`wasi:sockets`), nothing else; it is
+//! routed by the gateway (`route`) once its health check passes: the spec's `http` or `tcp`
+//! check against 127.0.0.1, or a TCP connect to its first port. Without ports it has no
+//! socket, and counts as healthy while it runs. Stopping (app removed or
 //! redeployed) drops the instances' futures: a guest computing is interrupted at its next
 //! epoch tick, one blocked in a host call at once; the wait for them is bounded.
 //!
@@ -23,19 +27,25 @@ mod resolve;
 
 pub use resolve::{WasmService, WasmServiceError, check, resolve};
 
+use super::health::{self, Health, Tracker};
+use super::proxy::ServiceTarget;
 use super::status::{self, InstanceProgress, Progress};
-use super::{Context, service_requests};
-use crate::app::ServiceSpec;
+use super::{Context, service_port, service_requests};
+use crate::app::{HealthSpec, ServiceSpec};
 use crate::sched::key::{InstanceKey, Kind};
 use crate::sched::ledger::Reservation;
 use crate::sched::service::{Backoff, RestartCounter};
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 use crate::wasm::command;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
+
+/// How often an instance that has not passed a health check yet is checked.
+const STARTING_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How soon an instance the node had no room for asks the ledger again.
 const CAPACITY_RETRY: Duration = Duration::from_secs(1);
@@ -54,6 +64,8 @@ pub struct WasmServiceRun {
     pub replicas: u32,
     pub service: WasmService,
     pub progress: status::Shared,
+    /// The gateway's side of its route, when it has one.
+    pub target: Option<Arc<ServiceTarget>>,
 }
 
 /// The instance row of a replica of a generation: one per replica, updated as it restarts.
@@ -77,6 +89,9 @@ struct Running {
     task: Id,
     /// Its requests in the node's ledger, given back when this is dropped.
     _reservation: Reservation,
+    tracker: Tracker,
+    started: Instant,
+    next_check: Instant,
 }
 
 /// How one instance ended: its exit code, and the failure behind it (a trap, an exhausted
@@ -86,7 +101,8 @@ type Ended = (i32, Option<String>);
 /// Runs until `stop` turns true (or its sender is gone), then drops every instance, waits
 /// (bounded) for them to end and forgets their rows.
 pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::Receiver<bool>) {
-    let sup = Supervisor { cx, run };
+    let health = health_of(&run.spec);
+    let sup = Supervisor { cx, run, health };
     sup.forget_stale();
     let mut slots: Vec<Slot> = (0..sup.run.replicas)
         .map(|replica| Slot {
@@ -104,10 +120,15 @@ pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::R
                 sup.start(slot, &mut instances);
             }
         }
+        for slot in &mut slots {
+            sup.check_health(slot).await;
+        }
         sup.publish(&slots);
         let next_start = (slots.iter())
-            .filter(|s| s.running.is_none())
-            .filter_map(|s| s.start_at)
+            .filter_map(|s| match &s.running {
+                None => s.start_at,
+                Some(running) => sup.health.as_ref().map(|_| running.next_check),
+            })
             .min();
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
@@ -125,6 +146,9 @@ pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::R
             }
             _ = sleep_until(next_start), if next_start.is_some() => {}
         }
+    }
+    if let Some(target) = &sup.run.target {
+        target.set_healthy(sup.run.generation, Vec::new());
     }
     instances.abort_all();
     let drained = async { while instances.join_next().await.is_some() {} };
@@ -156,6 +180,25 @@ async fn sleep_until(at: Option<Instant>) {
 struct Supervisor {
     cx: Arc<Context>,
     run: WasmServiceRun,
+    /// How an instance is checked: the spec's check, or a connect to its first port.
+    health: Option<HealthSpec>,
+}
+
+/// A Wasm service's check: the spec's, else (with ports) a TCP connect to the first one every
+/// 2 s; none without ports (healthy while running).
+fn health_of(spec: &ServiceSpec) -> Option<HealthSpec> {
+    spec.health.clone().or_else(|| {
+        let port = *spec.ports.first()?;
+        Some(HealthSpec {
+            tcp: Some(port),
+            http: None,
+            port: None,
+            exec: None,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            retries: 3,
+        })
+    })
 }
 
 impl Supervisor {
@@ -210,9 +253,16 @@ impl Supervisor {
             format!("replica {} started in-process (wasm)", slot.replica),
         );
         slot.counter.started(Instant::now());
+        let mut tracker = Tracker::default();
+        if self.health.is_none() {
+            tracker.record(true, 1);
+        }
         slot.running = Some(Running {
             task: task.id(),
             _reservation: reservation,
+            tracker,
+            started: Instant::now(),
+            next_check: Instant::now() + STARTING_INTERVAL,
         });
     }
 
@@ -285,31 +335,94 @@ impl Supervisor {
         self.event(None, kind, message);
     }
 
-    /// Tells `skiff ps` how things are; a running instance counts as healthy.
+    /// Runs the replica's health check when due, against 127.0.0.1: quick checks whose
+    /// failures do not count until the first pass or `interval × retries`, then the spec's pace.
+    async fn check_health(&self, slot: &mut Slot) {
+        let (Some(spec), Some(running)) = (&self.health, &mut slot.running) else {
+            return;
+        };
+        if running.next_check > Instant::now() {
+            return;
+        }
+        let starting = running.tracker.health == Health::Starting;
+        let in_grace = starting && running.started.elapsed() < spec.interval * spec.retries.max(1);
+        let target = health::Target {
+            address: Ipv4Addr::LOCALHOST.into(),
+            pid: 0,
+        };
+        let outcome = health::check(spec, target).await;
+        let quick = starting && (in_grace || outcome.is_ok());
+        running.next_check = Instant::now()
+            + match quick {
+                true => spec.interval.min(STARTING_INTERVAL),
+                false => spec.interval,
+            };
+        if in_grace && outcome.is_err() {
+            return;
+        }
+        let id = self.instance(slot.replica);
+        match (
+            running.tracker.record(outcome.is_ok(), spec.retries),
+            outcome,
+        ) {
+            (Some(Health::Healthy), _) => {
+                self.update(
+                    &id,
+                    InstanceUpdate::to(InstanceState::Running).reason("healthy"),
+                );
+                self.event(Some(&id), "healthy", "health check passed".into());
+            }
+            (Some(Health::Unhealthy), Err(why)) => {
+                let reason = format!("unhealthy: {why}");
+                self.update(
+                    &id,
+                    InstanceUpdate::to(InstanceState::Running).reason(&reason),
+                );
+                self.event(Some(&id), "unhealthy", reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells `skiff ps` how things are, then the gateway where to route (healthy instances
+    /// only; a service without ports is healthy while it runs).
     // `..Progress::default()`: fields beside these (more come as Linux services grow, such
     // as rollout counters) keep their defaults.
     #[allow(clippy::needless_update)]
     fn publish(&self, slots: &[Slot]) {
         let instances: Vec<InstanceProgress> = (slots.iter())
-            .filter(|s| s.running.is_some())
-            .map(|s| InstanceProgress {
+            .filter_map(|s| Some((s, s.running.as_ref()?)))
+            .map(|(s, running)| InstanceProgress {
                 container: self.instance(s.replica),
-                health: "healthy",
-                address: None,
+                health: match running.tracker.health {
+                    Health::Starting => "starting",
+                    Health::Healthy => "healthy",
+                    Health::Unhealthy => "unhealthy",
+                },
+                address: service_port(&self.run.spec).map(|port| format!("127.0.0.1:{port}")),
             })
             .collect();
+        let healthy = instances.iter().filter(|i| i.health == "healthy").count();
         let waiting = slots.iter().filter(|s| s.running.is_none());
         let restarting = waiting.clone().any(|s| s.start_at.is_some());
         status::set(
             &self.run.progress,
             Progress {
-                state: state(instances.len(), slots.len(), restarting).to_string(),
+                state: state(healthy, slots.len(), restarting).to_string(),
                 desired: slots.len() as u32,
                 instances,
                 pending: waiting.map(|s| s.pending.clone()).collect(),
                 ..Progress::default()
             },
         );
+        // After the status: whatever the gateway routes to, `skiff ps` already shows.
+        if let (Some(target), Some(port)) = (&self.run.target, service_port(&self.run.spec)) {
+            let routed = match healthy {
+                0 => Vec::new(),
+                _ => vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
+            };
+            target.set_healthy(self.run.generation, routed);
+        }
     }
 
     fn update(&self, id: &str, update: InstanceUpdate) {

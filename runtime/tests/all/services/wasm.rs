@@ -181,7 +181,7 @@ restart = "never"
 }
 
 #[test]
-fn a_wasm_service_with_ports_or_a_health_check_is_refused_and_nothing_changes() {
+fn a_wasm_service_it_cannot_run_is_refused_and_nothing_changes() {
     let Some(env) = env() else { return };
     let (netns, linux) = (&env.netns, &env.linux);
     let registry = Registry::start();
@@ -197,22 +197,13 @@ fn a_wasm_service_with_ports_or_a_health_check_is_refused_and_nothing_changes() 
     let apps = client(linux, &["apps"]);
     apps.expect_code(0);
 
-    for (extra, says) in [
-        ("ports = [8080]", "cannot use `ports`"),
-        (
-            "health = { http = \"/\", port = 80 }",
-            "cannot have an http health check",
-        ),
-        ("health = { tcp = 80 }", "cannot have a tcp health check"),
-    ] {
-        let bad = format!("{good}{extra}\n");
-        deploy(linux, dir.path(), &bad)
-            .expect_code(125)
-            .stderr_has("service wasmsvc/worker:")
-            .stderr_has(says)
-            .stderr_has("serve HTTP from Wasm as a [function]")
-            .stderr_has("nothing was changed");
-    }
+    let bad = format!("{good}ports = [8080]\nreplicas = 2\n");
+    deploy(linux, dir.path(), &bad)
+        .expect_code(125)
+        .stderr_has("service wasmsvc/worker:")
+        .stderr_has("only one can listen on them")
+        .stderr_has("serve HTTP from Wasm as a [function]")
+        .stderr_has("nothing was changed");
     deploy(
         linux,
         dir.path(),
@@ -226,8 +217,8 @@ fn a_wasm_service_with_ports_or_a_health_check_is_refused_and_nothing_changes() 
     let other = |service: &str| format!("[app]\nname = \"other\"\n\n[service.s]\n{service}\n");
     for (service, says) in [
         (
-            format!("image = \"{hello}\"\nports = [80]"),
-            "cannot use `ports`",
+            format!("image = \"{hello}\"\nports = [80]\nreplicas = 3"),
+            "set `replicas = 1`",
         ),
         (format!("image = \"{proxy}\""), "`wasi:cli/run`"),
         (
@@ -277,4 +268,67 @@ fn wasm_services_start_again_after_the_daemons_kill_9() {
     let started = events.lines().filter(|l| l.contains("  started  ")).count();
     assert_eq!(started, 4, "{events}");
     client(linux, &["apps", "rm", "wasmsvc"]).expect_code(0);
+}
+
+#[test]
+fn a_wasm_service_listens_on_its_port_only_and_is_routed_once_healthy() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let hello = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    // `api` listens on its port on loopback; `wide` asks for every interface and `other`
+    // for a port it was not given: both are refused the bind (the sample exits, 1 as
+    // `wasi:cli/exit` says a failure).
+    let manifest = format!(
+        r#"[app]
+name = "wasmnet"
+
+[service.api]
+image = "{hello}"
+ports = [8080]
+route = "/api"
+env = {{ HELLO_LISTEN = "127.0.0.1:8080", HELLO_BODY = "from a wasm service" }}
+
+[service.wide]
+image = "{hello}"
+ports = [8081]
+restart = "never"
+env = {{ HELLO_LISTEN = "0.0.0.0:8081" }}
+
+[service.other]
+image = "{hello}"
+ports = [8082]
+restart = "never"
+env = {{ HELLO_LISTEN = "127.0.0.1:9999" }}
+"#
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    assert_eq!(wait_served(netns, &serve, "/api"), "from a wasm service\n");
+    wait_ps(linux, "wasmnet/api", &["service/wasm", "running", "1/1"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = events(linux, "wasmnet");
+        let exited = |service: &str| {
+            (events.lines()).any(|l| {
+                l.contains(&format!("wasmnet/{service}/")) && l.contains("exited with code 1")
+            })
+        };
+        if exited("wide") && exited("other") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "binds were not refused:\n{events}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The instance's socket is the daemon's: reachable on loopback of its namespace, and
+    // gone with the app.
+    client(linux, &["apps", "rm", "wasmnet"]).expect_code(0);
+    let (status, _) = get(netns, serve.gateway, "/api");
+    assert_eq!(status, 404);
+    let refused = netns.enter(|| std::net::TcpStream::connect(("127.0.0.1", 8080)).is_err());
+    assert!(refused, "the listener outlived its app");
 }

@@ -16,24 +16,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum WasmServiceError {
     #[error(
-        "service {workload}: {image} is a Wasm image, and a Wasm service cannot use `{key}` in \
-         this version (it publishes no ports); serve HTTP from Wasm as a [function], or remove \
-         `{key}`"
+        "service {workload}: {image} is a Wasm image with ports, and its instances share the \
+         daemon's network, so only one can listen on them: set `replicas = 1` (or serve HTTP \
+         from Wasm as a [function], which scales per request)"
     )]
-    Unreachable {
+    SharedPorts {
         workload: String,
         image: String,
-        key: &'static str,
-    },
-    #[error(
-        "service {workload}: {image} is a Wasm image, and a Wasm service cannot have {check} \
-         health check (it publishes no ports); serve HTTP from Wasm as a [function], or remove \
-         `health`: a Wasm instance counts as healthy while it runs"
-    )]
-    NetworkHealth {
-        workload: String,
-        image: String,
-        check: &'static str,
+        replicas: u32,
     },
     #[error(
         "service {workload}: {image} is a Wasm image, and a Wasm service cannot have an exec \
@@ -137,29 +127,19 @@ pub fn resolve(
 /// Refuses the keys a Wasm service cannot honour in this version (see the module docs).
 pub fn check(workload: &str, spec: &ServiceSpec) -> Result<(), WasmServiceError> {
     let (workload, image) = (workload.to_string(), spec.image.clone());
-    let unreachable = [
-        ("ports", !spec.ports.is_empty()),
-        ("route", spec.route.is_some()),
-        ("route_port", spec.route_port.is_some()),
-    ];
-    if let Some((key, _)) = unreachable.iter().find(|(_, set)| *set) {
-        return Err(WasmServiceError::Unreachable {
+    let replicas = spec.replicas.unwrap_or(1);
+    if !spec.ports.is_empty() && replicas > 1 {
+        return Err(WasmServiceError::SharedPorts {
             workload,
             image,
-            key,
+            replicas,
         });
     }
-    if let Some(health) = &spec.health {
-        let check = match (&health.http, &health.tcp) {
-            (Some(_), _) => "an http",
-            (None, Some(_)) => "a tcp",
-            (None, None) => return Err(WasmServiceError::ExecHealth { workload, image }),
-        };
-        return Err(WasmServiceError::NetworkHealth {
-            workload,
-            image,
-            check,
-        });
+    if let Some(health) = &spec.health
+        && health.http.is_none()
+        && health.tcp.is_none()
+    {
+        return Err(WasmServiceError::ExecHealth { workload, image });
     }
     let cpu_control = [
         ("min", spec.min.is_some()),
@@ -209,6 +189,7 @@ fn capabilities(
         preopens,
         stdio: Stdio::Log,
         outbound: Default::default(),
+        listen: spec.ports.clone(),
     })
 }
 
@@ -236,25 +217,27 @@ mod tests {
     }
 
     #[test]
-    fn ports_routes_and_network_checks_are_refused_pointing_at_functions() {
-        for (toml, key) in [
-            ("ports = [80]", "`ports`"),
-            ("route = \"/w\"", "`route`"),
-            ("route_port = 80", "`route_port`"),
-            (
-                "health = { http = \"/h\", port = 80 }",
-                "an http health check",
-            ),
-            ("health = { tcp = 80 }", "a tcp health check"),
+    fn ports_routes_and_network_checks_pass_for_one_replica_and_grant_the_ports() {
+        for toml in [
+            "ports = [8080]\nroute = \"/w\"",
+            "ports = [8080]\nhealth = { http = \"/h\", port = 8080 }",
+            "ports = [8080]\nhealth = { tcp = 8080 }\nreplicas = 1",
         ] {
-            let message = refused(toml);
-            assert!(
-                message.starts_with("service shop/worker: w:1 is a Wasm image")
-                    && message.contains(key)
-                    && message.contains("serve HTTP from Wasm as a [function]"),
-                "{toml}: {message}"
-            );
+            check("shop/worker", &service(toml)).unwrap_or_else(|e| panic!("{toml}: {e}"));
         }
+        let data = tempfile::tempdir().unwrap();
+        let spec = service("ports = [8080, 9090]");
+        let caps = capabilities(data.path(), "shop", "worker", &spec).unwrap();
+        assert_eq!(caps.listen, [8080, 9090]);
+        let none = capabilities(data.path(), "shop", "worker", &service("")).unwrap();
+        assert!(none.listen.is_empty(), "no ports, no sockets");
+    }
+
+    #[test]
+    fn ports_with_more_than_one_replica_are_refused() {
+        let message = refused("ports = [8080]\nreplicas = 2");
+        assert!(message.contains("only one can listen on them"), "{message}");
+        assert!(message.contains("set `replicas = 1`"), "{message}");
     }
 
     #[test]
