@@ -14,6 +14,7 @@ pub mod controller;
 pub mod health;
 pub mod instance;
 pub mod jobs;
+pub mod names;
 pub mod proxy;
 mod resolve;
 pub mod status;
@@ -30,6 +31,7 @@ use crate::sched::capacity::Requests;
 use crate::state::{self, AppRecord, Store, WorkloadKind};
 use crate::wasm::WasmError;
 use crate::wasm::engine::WasmEngine;
+use names::ServiceNames;
 use proxy::ServiceTarget;
 use std::collections::{BTreeMap, btree_map};
 use std::path::PathBuf;
@@ -164,6 +166,8 @@ struct Task {
 pub struct Workloads {
     cx: Arc<Context>,
     tuning: controller::Tuning,
+    /// The apps' service addresses, by which their workloads reach each other.
+    names: Arc<ServiceNames>,
     tasks: Mutex<BTreeMap<(String, String), Task>>,
 }
 
@@ -173,10 +177,12 @@ impl Workloads {
         store: Arc<Store>,
         engine: Arc<WasmEngine>,
         ledger: Arc<NodeLedger>,
+        names: Arc<ServiceNames>,
         tuning: controller::Tuning,
     ) -> Self {
         Workloads {
             tuning,
+            names,
             cx: Arc::new(Context {
                 data_dir,
                 store,
@@ -227,6 +233,9 @@ impl Workloads {
         claimed: &mut Vec<String>,
     ) -> Vec<ServiceRoute> {
         let app = &spec.name;
+        let hosts = self
+            .names
+            .lease(app, &named_services(spec, record, resolved));
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let mut routes = Vec::new();
         let mut adoptable = |name: &str, generation: u64| -> Vec<ContainerRecord> {
@@ -290,6 +299,7 @@ impl Workloads {
                 image: image.clone(),
                 target: Arc::clone(target),
                 adopt,
+                hosts: hosts.clone(),
             };
             match tasks.get_mut(&key) {
                 Some(task) if task.generation.load(Ordering::Acquire) == generation => {}
@@ -337,6 +347,9 @@ impl Workloads {
                     );
                 }
             }
+            if let Some(target) = &tasks[&key].target {
+                self.names.serve(app, name, target);
+            }
             if let (Some(prefix), Some(target)) = (&service.route, &tasks[&key].target) {
                 routes.push(ServiceRoute {
                     name: name.clone(),
@@ -370,6 +383,7 @@ impl Workloads {
                 spec: job.clone(),
                 code: code.clone(),
                 adopt: adoptable(name, generation).into_iter().next(),
+                hosts: hosts.clone(),
             };
             let (stop, stopped) = watch::channel(false);
             let handle = tokio::spawn(jobs::run_job(Arc::clone(&self.cx), run, stopped));
@@ -409,8 +423,10 @@ impl Workloads {
         }
     }
 
-    /// Forgets the app's instance rows (its tasks are retired first).
+    /// Forgets the app's instance rows and releases its service addresses (its tasks are
+    /// retired first).
     pub fn forget(&self, app: &str) {
+        self.names.remove_app(app);
         if let Ok(rows) = self.cx.store.list_instances(Some(app), None) {
             for row in rows {
                 let _ = self.cx.store.remove_instance(&row.id);
@@ -508,6 +524,22 @@ fn replicas(record: &AppRecord, name: &str, spec: &ServiceSpec) -> u32 {
         Some(ServiceScale::Auto { min, .. }) => min,
         None => 1,
     })
+}
+
+/// The app's Linux services with ports, which get a service address, with their ports.
+fn named_services(
+    spec: &AppSpec,
+    record: &AppRecord,
+    resolved: &Resolved,
+) -> Vec<(String, Vec<u16>)> {
+    (spec.services.iter())
+        .filter(|(name, service)| {
+            !service.ports.is_empty()
+                && resolved.services.contains_key(*name)
+                && generation(Some(record), name).is_some()
+        })
+        .map(|(name, service)| (name.clone(), service.ports.clone()))
+        .collect()
 }
 
 fn is_service(record: &AppRecord, name: &str) -> bool {

@@ -152,6 +152,35 @@ pub(super) fn allocate(
     Err(NetError::SubnetExhausted { subnet: *subnet })
 }
 
+/// The address `owner` already holds in `subnet`, or a fresh one leased to it: an owner
+/// that keeps its name (a service address, `service:APP/NAME`) keeps its address across
+/// daemon restarts, because the lease file outlives the process.
+pub(super) fn lease_for(state_dir: &Path, subnet: &Ipv4Subnet, owner: &str) -> Result<Ipv4Addr> {
+    let dir = leases_dir(state_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => Some(entries),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(lease_err(&dir)(e)),
+    };
+    for entry in entries.into_iter().flatten() {
+        let entry = entry.map_err(lease_err(&dir))?;
+        let Some(address) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<Ipv4Addr>().ok())
+            .filter(|address| subnet.contains(*address))
+        else {
+            continue;
+        };
+        // A lease being written right now reads empty: not ours either way.
+        let held = fs::read_to_string(entry.path()).unwrap_or_default();
+        if held.trim() == owner {
+            return Ok(address);
+        }
+    }
+    allocate(state_dir, subnet, owner)
+}
+
 /// Gives `address` back; releasing an address that is not leased is not an error.
 pub(super) fn release(state_dir: &Path, address: Ipv4Addr) -> Result<()> {
     let path = leases_dir(state_dir).join(address.to_string());
@@ -238,5 +267,23 @@ mod tests {
         release(dir.path(), a).unwrap();
         release(dir.path(), a).unwrap();
         assert_eq!(allocate(dir.path(), &subnet, "c").unwrap(), a);
+    }
+
+    #[test]
+    fn an_owner_keeps_its_lease_and_others_get_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let subnet: Ipv4Subnet = "10.1.0.0/29".parse().unwrap();
+        let cache = lease_for(dir.path(), &subnet, "service:shop/cache").unwrap();
+        let web = lease_for(dir.path(), &subnet, "service:shop/web").unwrap();
+        assert_ne!(cache, web);
+        assert_eq!(
+            lease_for(dir.path(), &subnet, "service:shop/cache").unwrap(),
+            cache
+        );
+        release(dir.path(), cache).unwrap();
+        assert_eq!(
+            lease_for(dir.path(), &subnet, "service:shop/web").unwrap(),
+            web
+        );
     }
 }
