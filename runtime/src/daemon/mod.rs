@@ -331,6 +331,7 @@ impl Daemon {
                 "app restored"
             );
         }
+        self.workloads.names().release_unnamed();
         for container in owned.iter().filter(|c| !claimed.contains(&c.id)) {
             tracing::info!(container = container.id, owner = ?container.owner, "removing a container no workload adopted");
             services::instance::stop_and_remove(

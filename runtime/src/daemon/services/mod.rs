@@ -507,6 +507,11 @@ impl Workloads {
         }
     }
 
+    /// The apps' service addresses.
+    pub fn names(&self) -> &ServiceNames {
+        &self.names
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         &self.cx.data_dir
     }

@@ -105,7 +105,7 @@ impl ServiceNames {
                 }
                 continue;
             }
-            let owner = format!("service:{app}/{name}");
+            let owner = net::service_owner(app, name);
             match net::lease_service_address(&self.bridge, &owner) {
                 Ok(address) => {
                     let ports = ports.clone();
@@ -161,6 +161,29 @@ impl ServiceNames {
             let relay = tokio::spawn(relay::serve(listener, upstream, LIMITS));
             named.listening.push(Listening(relay));
             tracing::info!(%address, app, service, "service reachable by name");
+        }
+    }
+
+    /// Releases the service addresses leased to services this daemon does not name (their
+    /// app or service went while no daemon ran to release them). Call it once every app was
+    /// restored. Blocking (netlink).
+    pub fn release_unnamed(&self) {
+        let leased = match net::service_addresses(&self.bridge) {
+            Ok(leased) => leased,
+            Err(error) => {
+                tracing::warn!(%error, "service addresses not listed");
+                return;
+            }
+        };
+        let named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        for (address, owner) in leased {
+            if named.values().any(|n| n.address == address) {
+                continue;
+            }
+            match net::remove_service_address(&self.bridge, address) {
+                Ok(()) => tracing::info!(%address, owner, "unused service address released"),
+                Err(error) => tracing::warn!(%error, owner, "unused service address not released"),
+            }
         }
     }
 

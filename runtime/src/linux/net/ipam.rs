@@ -152,17 +152,16 @@ pub(super) fn allocate(
     Err(NetError::SubnetExhausted { subnet: *subnet })
 }
 
-/// The address `owner` already holds in `subnet`, or a fresh one leased to it: an owner
-/// that keeps its name (a service address, `service:APP/NAME`) keeps its address across
-/// daemon restarts, because the lease file outlives the process.
-pub(super) fn lease_for(state_dir: &Path, subnet: &Ipv4Subnet, owner: &str) -> Result<Ipv4Addr> {
+/// Every lease in `subnet`: its address and owner.
+pub(super) fn leases(state_dir: &Path, subnet: &Ipv4Subnet) -> Result<Vec<(Ipv4Addr, String)>> {
     let dir = leases_dir(state_dir);
     let entries = match fs::read_dir(&dir) {
-        Ok(entries) => Some(entries),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(lease_err(&dir)(e)),
     };
-    for entry in entries.into_iter().flatten() {
+    let mut leases = Vec::new();
+    for entry in entries {
         let entry = entry.map_err(lease_err(&dir))?;
         let Some(address) = entry
             .file_name()
@@ -172,13 +171,23 @@ pub(super) fn lease_for(state_dir: &Path, subnet: &Ipv4Subnet, owner: &str) -> R
         else {
             continue;
         };
-        // A lease being written right now reads empty: not ours either way.
-        let held = fs::read_to_string(entry.path()).unwrap_or_default();
-        if held.trim() == owner {
-            return Ok(address);
-        }
+        // A lease being written right now reads empty: no owner yet.
+        let owner = fs::read_to_string(entry.path()).unwrap_or_default();
+        leases.push((address, owner.trim().to_string()));
     }
-    allocate(state_dir, subnet, owner)
+    leases.sort();
+    Ok(leases)
+}
+
+/// The address `owner` already holds in `subnet`, or a fresh one leased to it: an owner
+/// that keeps its name (a service address, `service:APP/NAME`) keeps its address across
+/// daemon restarts, because the lease file outlives the process.
+pub(super) fn lease_for(state_dir: &Path, subnet: &Ipv4Subnet, owner: &str) -> Result<Ipv4Addr> {
+    let held = leases(state_dir, subnet)?;
+    match held.into_iter().find(|(_, held)| held == owner) {
+        Some((address, _)) => Ok(address),
+        None => allocate(state_dir, subnet, owner),
+    }
 }
 
 /// Gives `address` back; releasing an address that is not leased is not an error.

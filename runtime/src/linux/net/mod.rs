@@ -38,7 +38,10 @@ use tracing::{info, instrument};
 
 pub use ipam::Ipv4Subnet;
 pub use ports::{MAX_CONNECTIONS, PortMapping, PortProxy, publish};
-pub use service::{add_service_address, lease_service_address, remove_service_address};
+pub use service::{
+    add_service_address, lease_service_address, remove_service_address, service_addresses,
+    service_owner,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

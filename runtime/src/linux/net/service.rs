@@ -14,9 +14,27 @@ use tracing::info;
 
 use super::{BridgeConfig, NetError, Result, bridge, ipam};
 
-/// The address `owner` holds, leased now if it holds none. Touches no interface.
+/// What every service address's owner starts with; a container's is its id.
+const OWNER_PREFIX: &str = "service:";
+
+/// The owner name of `app`'s service `service`.
+pub fn service_owner(app: &str, service: &str) -> String {
+    format!("{OWNER_PREFIX}{app}/{service}")
+}
+
+/// The address `owner` ([`service_owner`]) holds, leased now if it holds none. Touches no
+/// interface.
 pub fn lease_service_address(config: &BridgeConfig, owner: &str) -> Result<Ipv4Addr> {
     ipam::lease_for(&config.state_dir, &config.subnet, owner)
+}
+
+/// Every service address leased (by any daemon of this state dir): its address and owner.
+pub fn service_addresses(config: &BridgeConfig) -> Result<Vec<(Ipv4Addr, String)>> {
+    let leases = ipam::leases(&config.state_dir, &config.subnet)?;
+    Ok(leases
+        .into_iter()
+        .filter(|(_, owner)| owner.starts_with(OWNER_PREFIX))
+        .collect())
 }
 
 /// Puts `address` on the bridge (creating the bridge if need be). Adding it twice is fine.

@@ -180,3 +180,29 @@ fn run_add_host_names_an_address_in_etc_hosts_and_a_bad_one_is_refused() {
     }
     assert!(linux.ids().is_empty(), "nothing was created");
 }
+
+#[test]
+fn a_service_address_nobody_names_is_released_when_the_daemon_starts() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    // As a daemon that died between removing an app and releasing its address leaves it.
+    let leases = linux.data_dir.path().join("linux/net/leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    std::fs::write(leases.join("10.89.0.200"), "service:gone/cache").unwrap();
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip")
+            .args(["-n", netns.path().file_name().unwrap().to_str().unwrap()])
+            .args(args)
+            .status()
+            .expect("running ip");
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["link", "add", "skiff0", "type", "bridge"]);
+    ip(&["addr", "add", "10.89.0.200/32", "dev", "skiff0"]);
+
+    let serve = Serve::start(netns, linux);
+    serve.wait_log("unused service address released");
+    assert_eq!(leased(linux, "service:gone/cache"), None);
+    let after = addresses(netns);
+    assert!(!after.contains("10.89.0.200"), "{after}");
+}
