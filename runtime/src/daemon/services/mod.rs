@@ -7,7 +7,8 @@
 //! if it fails; it retires the tasks of removed workloads and of changed jobs (stopping their
 //! containers) and starts new ones; unchanged ones keep running. Containers carry their owner (app, workload, generation, replica) in
 //! their record, so a daemon restarted after `kill -9` adopts those still running instead of
-//! starting more, and removes the rest. Routed services are reached through [`proxy`].
+//! starting more, and removes the rest. Routed services are reached through [`proxy`]; the
+//! app's own workloads reach its services by name through [`names`].
 
 pub mod autoscale;
 pub mod controller;

@@ -13,7 +13,10 @@
 //!   ([`ServiceNames::resolver`]; the allow-list still decides first).
 //!
 //! A service of another app is not named. Removing the service or the app releases its
-//! address. This module does not decide health or run instances: the supervisors do.
+//! address. A container's `/etc/hosts` is written when it starts: a service added to the
+//! app later is named only in containers started after it, while a service's
+//! address, and so every existing line, never changes. This module does not decide health
+//! or run instances: the supervisors do.
 
 use super::proxy::{Counted, ServiceTarget};
 use crate::linux::hosts::ExtraHost;

@@ -206,3 +206,47 @@ fn a_service_address_nobody_names_is_released_when_the_daemon_starts() {
     let after = addresses(netns);
     assert!(!after.contains("10.89.0.200"), "{after}");
 }
+
+/// Just the cache, answering `version`.
+fn cache_only(version: &str) -> String {
+    let shop = shop(version);
+    let end = shop
+        .find("[job.probe]")
+        .expect("the probe follows the cache");
+    shop[..end].to_string()
+}
+
+#[test]
+fn a_rollout_waits_for_a_connection_open_through_the_service_address() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(netns, linux);
+    deploy(linux, dir.path(), &cache_only("v1")).expect_code(0);
+    serve.wait_log("health check passed");
+    let address = leased(linux, "service:shop/cache").expect("cache has an address");
+
+    // Half a request to v1's only instance, through the service address.
+    let mut held = netns.enter(move || {
+        let mut stream = std::net::TcpStream::connect((address.as_str(), 6379)).unwrap();
+        stream.write_all(b"GET /index.html HTTP/1.0\r\n").unwrap();
+        stream
+    });
+    deploy(linux, dir.path(), &cache_only("v2")).expect_code(0);
+    serve.wait_log("generation 2 serves all 1 replicas");
+    assert!(
+        !serve.log().contains("drained and stopped"),
+        "v1 stopped under an open connection:\n{}",
+        serve.log()
+    );
+
+    // The rest of the request: v1 still answers it, then drains.
+    held.set_read_timeout(Some(WAIT)).unwrap();
+    held.write_all(b"\r\n").unwrap();
+    let mut response = String::new();
+    held.read_to_string(&mut response).unwrap();
+    assert!(response.ends_with("v1\n"), "{response}");
+    drop(held);
+    serve.wait_log("drained and stopped");
+    client(linux, &["apps", "rm", "shop"]).expect_code(0);
+}
