@@ -6,6 +6,7 @@
 
 use super::DaemonError;
 use super::capacity::NodeLedger;
+use super::services::names::ServiceNames;
 use super::target::{FunctionTarget, Parts};
 use crate::app::{FunctionSpec, Source, VolumeSource};
 use crate::oci::local::LocalImages;
@@ -30,6 +31,8 @@ pub struct Preparer {
     pub queue: usize,
     /// The node's ledger, where warm functions hold their memory.
     pub ledger: Arc<NodeLedger>,
+    /// The app's services by name, for outbound requests (`http://cache:6379`).
+    pub names: Arc<ServiceNames>,
 }
 
 impl Preparer {
@@ -141,13 +144,13 @@ impl Preparer {
                 .collect(),
             preopens,
             stdio: Stdio::Log,
-            outbound: OutboundPolicy::parse(&spec.allowed_outbound_hosts).map_err(|error| {
-                DaemonError::Function {
+            outbound: OutboundPolicy::parse(&spec.allowed_outbound_hosts)
+                .map_err(|error| DaemonError::Function {
                     app: app.to_string(),
                     function: name.to_string(),
                     error: Box::new(error),
-                }
-            })?,
+                })?
+                .with_names(self.names.resolver(app)),
             listen: Vec::new(),
         })
     }

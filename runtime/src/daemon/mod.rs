@@ -34,6 +34,7 @@ use crate::wasm::engine::{EngineConfig, WasmEngine};
 use capacity::NodeLedger;
 use functions::Preparer;
 use router::{Route, Router, Target};
+use services::names::ServiceNames;
 use services::{ServiceRoute, WorkloadError, Workloads};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,6 +203,7 @@ impl Daemon {
         let capacity = Arc::new(NodeLedger::new(node_capacity(config)?, Arc::clone(&engine)));
         let router = Arc::new(Router::default());
         capacity.set_router(&router);
+        let names = Arc::new(ServiceNames::new(&config.data_dir));
         tracing::info!(node = ?capacity.node(), "node sized");
         Ok(Self {
             workloads: Workloads::new(
@@ -209,6 +211,7 @@ impl Daemon {
                 Arc::clone(&store),
                 Arc::clone(&engine),
                 Arc::clone(&capacity),
+                Arc::clone(&names),
                 config.autoscale,
             ),
             containers: containers::ContainerHost::new(
@@ -222,6 +225,7 @@ impl Daemon {
                 data_dir: config.data_dir.clone(),
                 queue: config.function_queue,
                 ledger: Arc::clone(&capacity),
+                names,
             }),
             router,
             capacity,
@@ -327,6 +331,7 @@ impl Daemon {
                 "app restored"
             );
         }
+        self.workloads.names().release_unnamed();
         for container in owned.iter().filter(|c| !claimed.contains(&c.id)) {
             tracing::info!(container = container.id, owner = ?container.owner, "removing a container no workload adopted");
             services::instance::stop_and_remove(

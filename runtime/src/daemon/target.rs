@@ -360,6 +360,7 @@ impl Drop for FunctionTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::services::names::ServiceNames;
     use crate::sched::capacity::{Capacity, NodeCapacity, Reserve};
     use crate::sched::function::SlotsConfig;
     use crate::wasm::engine::{EngineConfig, WasmEngine};
@@ -393,6 +394,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             queue: 0,
             ledger: Arc::clone(&ledger),
+            names: Arc::new(ServiceNames::new(dir)),
         });
         let spec: FunctionSpec = toml::from_str(&format!(
             "file = {:?}\nroute = \"/\"\nmemory = \"16MiB\"\n",

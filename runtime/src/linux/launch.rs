@@ -6,6 +6,7 @@
 //! so a container started either way is the same on disk and to `skiff ps`, `stop`, `rm`.
 
 use super::container::{self, ContainerError, ContainerRecord, Containers, Owner, Status};
+use super::hosts;
 use super::monitor::RunPlan;
 use super::net::{NetError, NetworkMode, PortMapping};
 use super::process::InitConfig;
@@ -129,10 +130,13 @@ pub fn create(data_dir: &Path, launch: &Launch) -> Result<Created> {
         owner: launch.owner.clone(),
     };
     containers.create(&record)?;
+    let overlay = overlay(&dir, prepared.lowers)?;
+    let upper_hosts = overlay.upper.join("etc/hosts");
+    hosts::write(&overlay.upper, &launch.options.extra_hosts).map_err(io(&upper_hosts))?;
     let plan = RunPlan {
         init: InitConfig {
             spec,
-            overlay: Some(overlay(&dir, prepared.lowers)?),
+            overlay: Some(overlay),
             user: spec::user(&prepared.config, launch.user.as_deref()),
             reaper: true,
             exec_fifo: None,

@@ -14,7 +14,8 @@
 //! - [`namespaces`], [`rootfs`], [`security`]: the steps inside the new container: namespaces,
 //!   mounts and `pivot_root`, capabilities, `no_new_privs` and seccomp.
 //! - [`cgroups`]: memory, CPU and pids limits, v1 and v2 each behind one trait.
-//! - [`net`]: `none`, `host` or a bridge with a veth per container and published ports.
+//! - [`net`]: `none`, `host` or a bridge with a veth per container and published ports;
+//!   [`hosts`] the names a container is given in its `/etc/hosts`.
 //! - [`user`]: `--user` and the image's `User` resolved against the container's own files.
 //! - [`process`]: the init stages that turn a spec into a running process, and the channel
 //!   the launcher drives them over; [`exec`] the last steps before `execve`; [`reaper`] skiff
@@ -34,6 +35,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod container;
 pub mod exec;
+pub mod hosts;
 pub mod launch;
 pub mod logs;
 pub mod monitor;

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub volumes: Vec<Volume>,
     /// Share the host's network namespace (`--net host`).
     pub host_network: bool,
+    /// Names for the container's `/etc/hosts` (`--add-host`); none keeps the image's file.
+    pub extra_hosts: Vec<super::hosts::ExtraHost>,
 }
 
 /// The process arguments: entrypoint then command, as Docker combines them.

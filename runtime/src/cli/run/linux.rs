@@ -4,6 +4,7 @@
 
 use super::RunCommand;
 use crate::linux::container::Containers;
+use crate::linux::hosts::ExtraHost;
 use crate::linux::launch::{self, Launch, LaunchError};
 use crate::linux::monitor::{self, MonitorError, Output};
 use crate::linux::net::{NetworkMode, PortMapping};
@@ -66,6 +67,10 @@ pub struct LinuxFlags {
     )]
     net: NetworkMode,
 
+    /// Add a line to the container's /etc/hosts: NAME:IP (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<ExtraHost>,
+
     /// Publish a container port: HOSTPORT:CONTAINERPORT or IP:HOSTPORT:CONTAINERPORT
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<PortMapping>,
@@ -95,6 +100,7 @@ impl LinuxFlags {
             (self.pids_limit.is_some(), "--pids-limit"),
             (self.net != NetworkMode::Bridge, "--net"),
             (!self.publish.is_empty(), "-p"),
+            (!self.add_host.is_empty(), "--add-host"),
         ];
         if let Some((_, flag)) = linux_only.iter().find(|(set, _)| *set) {
             anyhow::bail!(
@@ -224,5 +230,6 @@ fn run_options(command: &RunCommand) -> anyhow::Result<RunOptions> {
         pids_limit: flags.pids_limit,
         volumes,
         host_network: flags.net == NetworkMode::Host,
+        extra_hosts: flags.add_host.clone(),
     })
 }

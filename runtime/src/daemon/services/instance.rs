@@ -10,6 +10,7 @@ use crate::linux::cgroups::{CgroupPath, CgroupRoot};
 use crate::linux::container::{
     ContainerError, ContainerRecord, Containers, Owner, Status, pid_alive, same_process,
 };
+use crate::linux::hosts::ExtraHost;
 use crate::linux::launch::{self, Launch, LaunchError};
 use crate::linux::net::NetworkMode;
 use crate::linux::spec::{RunOptions, Volume};
@@ -38,6 +39,8 @@ pub struct Workload {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub volumes: Vec<VolumeSpec>,
+    /// The app's service names for its `/etc/hosts` (see `names`).
+    pub extra_hosts: Vec<ExtraHost>,
 }
 
 impl From<&ServiceSpec> for Workload {
@@ -51,6 +54,7 @@ impl From<&ServiceSpec> for Workload {
                 .or(spec.cpu)
                 .map(|c| f64::from(c.millicores()) / 1000.0),
             volumes: spec.volumes.clone(),
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn launch(
             pids_limit: None,
             volumes,
             host_network: false,
+            extra_hosts: workload.extra_hosts.clone(),
         },
         user: None,
         network: NetworkMode::Bridge,

@@ -8,6 +8,7 @@ use super::status::{self, InstanceProgress, Progress};
 use super::{Context, JobCode};
 use crate::app::JobSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
+use crate::linux::hosts::ExtraHost;
 use crate::oci::images::ImageRecord;
 use crate::sched::capacity::Requests;
 use crate::sched::key::{InstanceKey, Kind};
@@ -36,6 +37,8 @@ pub struct JobRun {
     /// A container of this job and generation still running from before a restart.
     pub adopt: Option<ContainerRecord>,
     pub progress: status::Shared,
+    /// The app's service names, for a Linux job's `/etc/hosts`.
+    pub hosts: Vec<ExtraHost>,
 }
 
 /// The instance row that records a job's run of one generation.
@@ -321,6 +324,7 @@ async fn launch(
         memory: run.spec.memory.map(|m| m.0),
         cpus: None,
         volumes: Vec::new(),
+        extra_hosts: run.hosts.clone(),
     };
     let (data_dir, image) = (cx.data_dir.clone(), image.clone());
     tokio::task::spawn_blocking(move || instance::launch(&data_dir, &image, &workload, owner))

@@ -7,13 +7,15 @@
 //! if it fails; it retires the tasks of removed workloads and of changed jobs (stopping their
 //! containers) and starts new ones; unchanged ones keep running. Containers carry their owner (app, workload, generation, replica) in
 //! their record, so a daemon restarted after `kill -9` adopts those still running instead of
-//! starting more, and removes the rest. Routed services are reached through [`proxy`].
+//! starting more, and removes the rest. Routed services are reached through [`proxy`]; the
+//! app's own workloads reach its services by name through [`names`].
 
 pub mod autoscale;
 pub mod controller;
 pub mod health;
 pub mod instance;
 pub mod jobs;
+pub mod names;
 pub mod proxy;
 mod resolve;
 pub mod status;
@@ -30,6 +32,7 @@ use crate::sched::capacity::Requests;
 use crate::state::{self, AppRecord, Store, WorkloadKind};
 use crate::wasm::WasmError;
 use crate::wasm::engine::WasmEngine;
+use names::ServiceNames;
 use proxy::ServiceTarget;
 use std::collections::{BTreeMap, btree_map};
 use std::path::PathBuf;
@@ -164,6 +167,8 @@ struct Task {
 pub struct Workloads {
     cx: Arc<Context>,
     tuning: controller::Tuning,
+    /// The apps' service addresses, by which their workloads reach each other.
+    names: Arc<ServiceNames>,
     tasks: Mutex<BTreeMap<(String, String), Task>>,
 }
 
@@ -173,10 +178,12 @@ impl Workloads {
         store: Arc<Store>,
         engine: Arc<WasmEngine>,
         ledger: Arc<NodeLedger>,
+        names: Arc<ServiceNames>,
         tuning: controller::Tuning,
     ) -> Self {
         Workloads {
             tuning,
+            names,
             cx: Arc::new(Context {
                 data_dir,
                 store,
@@ -227,6 +234,9 @@ impl Workloads {
         claimed: &mut Vec<String>,
     ) -> Vec<ServiceRoute> {
         let app = &spec.name;
+        let hosts = self
+            .names
+            .lease(app, &named_services(spec, record, resolved));
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let mut routes = Vec::new();
         let mut adoptable = |name: &str, generation: u64| -> Vec<ContainerRecord> {
@@ -300,6 +310,7 @@ impl Workloads {
                 image: image.clone(),
                 target: Arc::clone(target),
                 adopt,
+                hosts: hosts.clone(),
             };
             match tasks.get_mut(&key) {
                 Some(task) if task.generation.load(Ordering::Acquire) == generation => {}
@@ -317,7 +328,7 @@ impl Workloads {
                 }
                 None => {
                     let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
-                    let resume = self.resumable(record, name, &target, owned).map(|old| {
+                    let resume = self.resumable(record, name, &target, owned, &hosts).map(|old| {
                         let adopt = adoptable(name, old.generation);
                         controller::Resume {
                             old: supervisor::ServiceRun { adopt, ..old },
@@ -354,6 +365,9 @@ impl Workloads {
                     );
                 }
             }
+            if let Some(target) = &tasks[&key].target {
+                self.names.serve(app, name, target);
+            }
             if let (Some(prefix), Some(target)) = (&service.route, &tasks[&key].target) {
                 routes.push(ServiceRoute {
                     name: name.clone(),
@@ -387,6 +401,7 @@ impl Workloads {
                 spec: job.clone(),
                 code: code.clone(),
                 adopt: adoptable(name, generation).into_iter().next(),
+                hosts: hosts.clone(),
             };
             let (stop, stopped) = watch::channel(false);
             let handle = tokio::spawn(jobs::run_job(Arc::clone(&self.cx), run, stopped));
@@ -419,6 +434,7 @@ impl Workloads {
         name: &str,
         target: &Arc<ServiceTarget>,
         owned: &[ContainerRecord],
+        hosts: &[crate::linux::hosts::ExtraHost],
     ) -> Option<supervisor::ServiceRun> {
         let previous = (record.workloads.iter())
             .find(|w| w.name == name)?
@@ -448,6 +464,7 @@ impl Workloads {
             target: Arc::clone(target),
             progress: status::Shared::default(),
             adopt: Vec::new(),
+            hosts: hosts.to_vec(),
         })
     }
 
@@ -468,8 +485,10 @@ impl Workloads {
         }
     }
 
-    /// Forgets the app's instance rows (its tasks are retired first).
+    /// Forgets the app's instance rows and releases its service addresses (its tasks are
+    /// retired first).
     pub fn forget(&self, app: &str) {
+        self.names.remove_app(app);
         if let Ok(rows) = self.cx.store.list_instances(Some(app), None) {
             for row in rows {
                 let _ = self.cx.store.remove_instance(&row.id);
@@ -550,6 +569,11 @@ impl Workloads {
         }
     }
 
+    /// The apps' service addresses.
+    pub fn names(&self) -> &ServiceNames {
+        &self.names
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         &self.cx.data_dir
     }
@@ -567,6 +591,22 @@ fn replicas(record: &AppRecord, name: &str, spec: &ServiceSpec) -> u32 {
         Some(ServiceScale::Auto { min, .. }) => min,
         None => 1,
     })
+}
+
+/// The app's Linux services with ports, which get a service address, with their ports.
+fn named_services(
+    spec: &AppSpec,
+    record: &AppRecord,
+    resolved: &Resolved,
+) -> Vec<(String, Vec<u16>)> {
+    (spec.services.iter())
+        .filter(|(name, service)| {
+            !service.ports.is_empty()
+                && resolved.services.contains_key(*name)
+                && generation(Some(record), name).is_some()
+        })
+        .map(|(name, service)| (name.clone(), service.ports.clone()))
+        .collect()
 }
 
 fn is_service(record: &AppRecord, name: &str) -> bool {

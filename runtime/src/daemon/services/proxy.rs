@@ -7,6 +7,7 @@
 //! headers. No healthy instance is a 503 with Retry-After; an upstream that fails is a 502.
 //! Each backend counts its requests in flight until their response body ends, so an instance
 //! taken out of the set is stopped only once it finished what it was given ([`ServiceTarget::in_flight`]).
+//! The service address's TCP relay picks from the same set ([`ServiceTarget::pick_for_port`]).
 
 use crate::daemon::body::Guarded;
 use crate::instance::{Body, BoxError, ClientAddr, text_response};
@@ -40,8 +41,9 @@ struct Routed {
     all: Vec<(SocketAddr, Arc<AtomicUsize>)>,
 }
 
-/// One request to one backend: its count in flight, given back when dropped.
-struct Counted(Arc<AtomicUsize>);
+/// One request (or relayed connection) to one backend: its count in flight, given back when
+/// dropped.
+pub struct Counted(Arc<AtomicUsize>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -117,6 +119,14 @@ impl ServiceTarget {
         let (address, count) = &routed.all[n % routed.all.len()];
         count.fetch_add(1, Ordering::AcqRel);
         Some((*address, Counted(Arc::clone(count))))
+    }
+
+    /// A healthy instance's address with `port` instead of the routed one, counted in flight
+    /// on that instance like a request, so draining it waits for this too: the service
+    /// address's relay (`names`) sends a TCP connection there.
+    pub fn pick_for_port(&self, port: u16) -> Option<(SocketAddr, Counted)> {
+        self.pick()
+            .map(|(address, counted)| (SocketAddr::new(address.ip(), port), counted))
     }
 
     /// Forwards `request` to a healthy instance.
@@ -252,6 +262,20 @@ mod tests {
         assert_eq!(picks, [a, b, a, b], "both generations serve");
         target.set_healthy(1, Vec::new());
         assert_eq!(target.healthy(), [b]);
+    }
+
+    #[test]
+    fn a_pick_for_another_port_counts_on_the_same_instance() {
+        let target = ServiceTarget::new("a/cache".into());
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        target.set_healthy(1, vec![a]);
+        let (picked, held) = target.pick_for_port(6379).unwrap();
+        assert_eq!(picked, "10.0.0.1:6379".parse().unwrap());
+        assert_eq!(target.in_flight(a), 1, "a drain of 10.0.0.1 waits for it");
+        drop(held);
+        assert_eq!(target.in_flight(a), 0);
+        target.set_healthy(1, Vec::new());
+        assert!(target.pick_for_port(6379).is_none());
     }
 
     #[test]

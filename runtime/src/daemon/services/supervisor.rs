@@ -18,6 +18,7 @@ use super::status::{self, InstanceProgress, Progress};
 use super::{Context, service_port, service_requests};
 use crate::app::ServiceSpec;
 use crate::linux::container::{ContainerRecord, Containers, Owner};
+use crate::linux::hosts::ExtraHost;
 use crate::oci::images::ImageRecord;
 use crate::sched::key::{InstanceKey, Kind};
 use crate::sched::ledger::Reservation;
@@ -55,6 +56,8 @@ pub struct ServiceRun {
     pub progress: status::Shared,
     /// Running containers of this workload and generation to take over, one per replica.
     pub adopt: Vec<ContainerRecord>,
+    /// The app's service names, for its containers' `/etc/hosts`.
+    pub hosts: Vec<ExtraHost>,
 }
 
 /// One replica's place: the container running in it, or when to start one.
@@ -438,7 +441,10 @@ impl Supervisor {
             replica: slot.replica,
         };
         let (data_dir, image) = (self.cx.data_dir.clone(), self.run.image.clone());
-        let workload = Workload::from(&self.run.spec);
+        let workload = Workload {
+            extra_hosts: self.run.hosts.clone(),
+            ..Workload::from(&self.run.spec)
+        };
         let launched = tokio::task::spawn_blocking(move || {
             instance::launch(&data_dir, &image, &workload, owner)
         })

@@ -103,6 +103,53 @@ pub(super) async fn ensure_bridge(handle: &Handle, name: &str, subnet: &Ipv4Subn
     }
 }
 
+/// Gives bridge `bridge` (index `index`) one more address, `address/32`: a service address
+/// the host answers on. Already there counts as success (a restarted daemon adds it again).
+pub(super) async fn add_address(
+    handle: &Handle,
+    bridge: &str,
+    index: u32,
+    address: Ipv4Addr,
+) -> Result<()> {
+    match handle
+        .address()
+        .add(index, IpAddr::V4(address), 32)
+        .execute()
+        .await
+    {
+        Err(e) if !is_errno(&e, Errno::EEXIST) => {
+            Err(netlink_err("adding an address to", bridge)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Takes `address` off bridge `bridge`, if the bridge has it.
+pub(super) async fn remove_address(handle: &Handle, bridge: &str, address: Ipv4Addr) -> Result<()> {
+    let Some(index) = link_index(handle, bridge).await? else {
+        return Ok(());
+    };
+    let mut found = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .set_address_filter(IpAddr::V4(address))
+        .execute();
+    while let Some(message) = found
+        .try_next()
+        .await
+        .map_err(netlink_err("listing the addresses of", bridge))?
+    {
+        match handle.address().del(message).execute().await {
+            Err(e) if !is_errno(&e, Errno::EADDRNOTAVAIL) => {
+                return Err(netlink_err("removing an address from", bridge)(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Creates the veth pair `host`/`peer`, plugs `host` into the bridge and brings it up, then moves
 /// `peer` into the network namespace `netns`. A leftover `host` link (from an attach that died
 /// halfway) is removed first: the container id it is named after belongs to this container.

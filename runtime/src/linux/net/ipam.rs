@@ -152,6 +152,44 @@ pub(super) fn allocate(
     Err(NetError::SubnetExhausted { subnet: *subnet })
 }
 
+/// Every lease in `subnet`: its address and owner.
+pub(super) fn leases(state_dir: &Path, subnet: &Ipv4Subnet) -> Result<Vec<(Ipv4Addr, String)>> {
+    let dir = leases_dir(state_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(lease_err(&dir)(e)),
+    };
+    let mut leases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(lease_err(&dir))?;
+        let Some(address) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<Ipv4Addr>().ok())
+            .filter(|address| subnet.contains(*address))
+        else {
+            continue;
+        };
+        // A lease being written right now reads empty: no owner yet.
+        let owner = fs::read_to_string(entry.path()).unwrap_or_default();
+        leases.push((address, owner.trim().to_string()));
+    }
+    leases.sort();
+    Ok(leases)
+}
+
+/// The address `owner` already holds in `subnet`, or a fresh one leased to it: an owner
+/// that keeps its name (a service address, `service:APP/NAME`) keeps its address across
+/// daemon restarts, because the lease file outlives the process.
+pub(super) fn lease_for(state_dir: &Path, subnet: &Ipv4Subnet, owner: &str) -> Result<Ipv4Addr> {
+    let held = leases(state_dir, subnet)?;
+    match held.into_iter().find(|(_, held)| held == owner) {
+        Some((address, _)) => Ok(address),
+        None => allocate(state_dir, subnet, owner),
+    }
+}
+
 /// Gives `address` back; releasing an address that is not leased is not an error.
 pub(super) fn release(state_dir: &Path, address: Ipv4Addr) -> Result<()> {
     let path = leases_dir(state_dir).join(address.to_string());
@@ -238,5 +276,23 @@ mod tests {
         release(dir.path(), a).unwrap();
         release(dir.path(), a).unwrap();
         assert_eq!(allocate(dir.path(), &subnet, "c").unwrap(), a);
+    }
+
+    #[test]
+    fn an_owner_keeps_its_lease_and_others_get_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let subnet: Ipv4Subnet = "10.1.0.0/29".parse().unwrap();
+        let cache = lease_for(dir.path(), &subnet, "service:shop/cache").unwrap();
+        let web = lease_for(dir.path(), &subnet, "service:shop/web").unwrap();
+        assert_ne!(cache, web);
+        assert_eq!(
+            lease_for(dir.path(), &subnet, "service:shop/cache").unwrap(),
+            cache
+        );
+        release(dir.path(), cache).unwrap();
+        assert_eq!(
+            lease_for(dir.path(), &subnet, "service:shop/web").unwrap(),
+            web
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! - [`publish`]: a userland TCP proxy from host ports to the container's address (`ports`).
 //! - [`detach`]: the host veth deleted and the lease released.
 //!
+//! Besides containers, a service of an app gets an address of its own on the bridge, where
+//! the daemon relays its ports to a healthy instance ([`service`], [`relay`]).
+//!
 //! Links, addresses and routes are configured through netlink, never by running `ip`; only the
 //! one masquerade rule runs `nft`. This module does not create the namespace (the process setup
 //! does) and does not remember attachments: the caller saves the [`Attachment`] with the
@@ -19,6 +22,8 @@ mod bridge;
 mod ipam;
 mod nat;
 mod ports;
+pub mod relay;
+mod service;
 
 use std::fmt;
 use std::io;
@@ -33,6 +38,10 @@ use tracing::{info, instrument};
 
 pub use ipam::Ipv4Subnet;
 pub use ports::{MAX_CONNECTIONS, PortMapping, PortProxy, publish};
+pub use service::{
+    add_service_address, lease_service_address, remove_service_address, service_addresses,
+    service_owner,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

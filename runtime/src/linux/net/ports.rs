@@ -3,25 +3,32 @@
 //! A proxy, not DNAT, because it also serves connections to the host's loopback address, which
 //! DNAT only reaches with `route_localnet` turned on. Every host port is bound before any accept
 //! loop starts, so a port in use fails the whole publish up front. Each mapping serves at most
-//! [`MAX_CONNECTIONS`] connections at once; the rest are closed on accept. This module does not
+//! [`MAX_CONNECTIONS`] connections at once; the rest are closed on accept. The relaying itself
+//! is [`super::relay`]'s. This module does not
 //! decide the target address: the caller passes the container's.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::debug;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
-use super::{NetError, Result};
+use super::{NetError, Result, relay};
 
 /// Connections one mapping serves at once; further ones are closed as they are accepted.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// A published port's relay: [`MAX_CONNECTIONS`], 10 s to reach the container, and an hour
+/// of silence before a connection is dropped (long-lived quiet connections are normal here).
+const LIMITS: relay::Limits = relay::Limits {
+    connections: MAX_CONNECTIONS,
+    connect: Duration::from_secs(10),
+    idle: Duration::from_secs(3600),
+};
 
 /// One `-p` flag: TCP connections to `host_ip:host_port` go to the container's `container_port`.
 /// Parses from `HOSTPORT:CONTAINERPORT` or `IP:HOSTPORT:CONTAINERPORT` (IPv6 in brackets), each
@@ -145,47 +152,9 @@ pub async fn publish(mappings: &[PortMapping], target: IpAddr) -> Result<PortPro
         })?;
     let tasks = listeners
         .into_iter()
-        .map(|(listener, target)| tokio::spawn(serve(listener, target, MAX_CONNECTIONS)))
+        .map(|(listener, target)| tokio::spawn(relay::serve(listener, target, LIMITS)))
         .collect();
     Ok(PortProxy { listening, tasks })
-}
-
-/// One mapping's accept loop, serving at most `limit` connections at once. Its connections live
-/// in a `JoinSet` owned by this task, so aborting the task ends them too.
-pub(super) async fn serve(listener: TcpListener, target: SocketAddr, limit: usize) {
-    let slots = Arc::new(Semaphore::new(limit));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((client, peer)) = accepted else { continue };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    debug!(%peer, %target, "too many connections; closing this one");
-                    continue;
-                };
-                connections.spawn(async move {
-                    proxy(client, target).await;
-                    drop(slot);
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn proxy(mut client: TcpStream, target: SocketAddr) {
-    let mut upstream = match TcpStream::connect(target).await {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            debug!(%target, %error, "cannot reach the container; closing the client");
-            return;
-        }
-    };
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        debug!(%target, %error, "proxied connection ended with an error");
-    }
 }
 
 #[cfg(test)]

@@ -310,7 +310,12 @@ fn connections_past_the_limit_are_closed() {
         let target_addr = target.local_addr().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = listener.local_addr().unwrap();
-        let serving = tokio::spawn(ports::serve(listener, target_addr, 1));
+        let limits = relay::Limits {
+            connections: 1,
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+        };
+        let serving = tokio::spawn(relay::serve(listener, target_addr, limits));
 
         let mut first = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
         let (mut upstream, _) = target.accept().await.unwrap();
