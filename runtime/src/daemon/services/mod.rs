@@ -154,6 +154,8 @@ struct Task {
     target: Option<Arc<ServiceTarget>>,
     /// A service's controller takes new generations and scales here; `None` for a job.
     commands: Option<mpsc::Sender<controller::Command>>,
+    /// A Wasm service's supervisor takes its replicas here (it has no controller).
+    replicas: Option<watch::Sender<u32>>,
     /// Its executor, for `skiff ps`: `linux` or `wasm`.
     runtime: &'static str,
     stop: watch::Sender<bool>,
@@ -256,16 +258,18 @@ impl Workloads {
                         name: name.clone(),
                         generation,
                         spec: service.clone(),
-                        replicas: replicas(record, name, service),
                         service: code.clone(),
                     };
                     let (stop, stopped) = watch::channel(false);
-                    let handle = tokio::spawn(wasm::supervise(Arc::clone(&self.cx), run, stopped));
+                    let (scale, wanted) = watch::channel(replicas(record, name, service));
+                    let handle =
+                        tokio::spawn(wasm::supervise(Arc::clone(&self.cx), run, wanted, stopped));
                     let task = Task {
                         generation: Arc::new(AtomicU64::new(generation)),
                         progress: Progress::Published(progress),
                         target: None,
                         commands: None,
+                        replicas: Some(scale),
                         runtime: "wasm",
                         stop,
                         handle,
@@ -330,6 +334,7 @@ impl Workloads {
                             progress: Progress::Service(view),
                             target: Some(target),
                             commands: Some(commands),
+                            replicas: None,
                             runtime: "linux",
                             stop,
                             handle,
@@ -380,6 +385,7 @@ impl Workloads {
                     progress: Progress::Published(progress),
                     target: None,
                     commands: None,
+                    replicas: None,
                     runtime: match code {
                         JobCode::Linux(_) => "linux",
                         JobCode::Wasm(_) => "wasm",
@@ -397,6 +403,9 @@ impl Workloads {
     pub fn set_replicas(&self, app: &str, workload: &str, replicas: u32) -> bool {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let key = (app.to_string(), workload.to_string());
+        if let Some(wasm) = tasks.get(&key).and_then(|task| task.replicas.as_ref()) {
+            return wasm.send(replicas).is_ok();
+        }
         let Some(commands) = tasks.get(&key).and_then(|task| task.commands.as_ref()) else {
             return false;
         };
@@ -409,11 +418,15 @@ impl Workloads {
         }
     }
 
-    /// Forgets the app's instance rows (its tasks are retired first).
+    /// Forgets the app's instance rows, and Wasm instances' logs (its tasks are retired
+    /// first).
     pub fn forget(&self, app: &str) {
         if let Ok(rows) = self.cx.store.list_instances(Some(app), None) {
             for row in rows {
                 let _ = self.cx.store.remove_instance(&row.id);
+                if row.kind == state::InstanceKind::Wasm {
+                    crate::daemon::logs::remove_wasm_log(&self.cx.data_dir, &row.id);
+                }
             }
         }
     }
