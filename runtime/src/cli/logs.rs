@@ -42,6 +42,12 @@ pub struct LogsCommand {
 impl LogsCommand {
     pub fn execute(self, data_dir: &Path) -> anyhow::Result<i32> {
         if let Some((app, workload)) = self.name.split_once('/') {
+            if app.is_empty() || workload.is_empty() {
+                anyhow::bail!(
+                    "{} is not a workload; write APP/WORKLOAD as `skiff ps` shows it",
+                    self.name
+                );
+            }
             let Some(endpoint) = client::daemon_of(&self.daemon, data_dir) else {
                 anyhow::bail!(
                     "{} names a workload (APP/WORKLOAD), and its logs come from the daemon, \

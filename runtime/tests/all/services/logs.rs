@@ -171,7 +171,7 @@ fn workload_logs_prefix_each_replica_and_follow_new_lines_and_restarts() {
     .expect("poking the replica");
     follower.wait(&format!("{} | poked", short(first)));
     kill_9(*first_pid);
-    let after = running(linux, 2, &[first.clone()]);
+    let after = running(linux, 2, std::slice::from_ref(first));
     let restarted = after
         .iter()
         .find(|(id, _)| *id != replicas[1].0)
@@ -198,6 +198,27 @@ fn workload_logs_prefix_each_replica_and_follow_new_lines_and_restarts() {
         .stderr_has("skiff ps");
     let (status, _) = api_get(linux, "/v1/logs/nope/web");
     assert_eq!(status, 404);
+    client(linux, &["logs", "/web"])
+        .expect_code(125)
+        .stderr_has("/web is not a workload; write APP/WORKLOAD");
+    let (status, answer) = api_get(linux, "/v1/logs/shop/web?follow=maybe");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = api_get(linux, "/v1/instances?ap=shop");
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["hint"].as_str().unwrap().contains("?app=APP"),
+        "{answer}"
+    );
+    // Without the daemon, a workload's logs are not there to read: said.
+    let alone = Ran::from(
+        linux
+            .command()
+            .env("SKIFF_SOCKET", linux.data_dir.path().join("run/none.sock"))
+            .args(["logs", "shop/web"])
+            .output()
+            .expect("spawning skiff"),
+    );
+    alone.expect_code(125).stderr_has("start `skiff serve`");
     assert_eq!(owned(linux).len(), 2);
     client(linux, &["apps", "rm", "shop"]).expect_code(0);
 }

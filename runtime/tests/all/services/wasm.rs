@@ -157,9 +157,11 @@ fn a_wasm_service_scales_live_and_its_output_is_in_skiff_logs() {
     let hello = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
     let dir = tempfile::tempdir().unwrap();
     let _serve = Serve::start(netns, linux);
+    std::fs::copy(p2("http_hello"), dir.path().join("api.wasm")).unwrap();
     let manifest = format!(
         "[app]\nname = \"wasmapp\"\n\n[service.svc]\nimage = \"{hello}\"\n\
-         env = {{ HELLO_SLEEP = \"3600\" }}\ncommand = [\"--stderr\", \"to stderr\"]\n"
+         env = {{ HELLO_SLEEP = \"3600\" }}\ncommand = [\"--stderr\", \"to stderr\"]\n\n\
+         [function.api]\nfile = \"api.wasm\"\nroute = \"/api\"\n"
     );
     deploy(linux, dir.path(), &manifest).expect_code(0);
     wait_ps(linux, "wasmapp/svc", &["service/wasm", "running", "1/1"]);
@@ -202,9 +204,13 @@ fn a_wasm_service_scales_live_and_its_output_is_in_skiff_logs() {
         .stdout_has("wasm.wasmapp.svc.1.0 | hello from skiff");
     assert!(!printed.stdout.contains("svc.1.2"), "{}", printed.stdout);
 
-    // An unknown workload: said, with where to look.
+    // An unknown workload, or a function: said, with where to look.
     client(linux, &["logs", "wasmapp/nope"])
         .stderr_has("app wasmapp has no service or job named nope");
+    client(linux, &["logs", "wasmapp/api"])
+        .expect_code(125)
+        .stderr_has("wasmapp/api is a function")
+        .stderr_has("read the daemon's log");
     client(linux, &["apps", "rm", "wasmapp"]).expect_code(0);
 }
 
