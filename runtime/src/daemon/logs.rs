@@ -139,3 +139,33 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wasm_instance_log_is_bounded_and_goes_with_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let Stdio::Capture(Capture(sink)) = capture(dir.path(), "w1") else {
+            panic!("not captured");
+        };
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..(3 * WASM_LOG_MAX / chunk.len() as u64) {
+            sink.write(Fd::Stdout, &chunk);
+        }
+        sink.write(Fd::Stderr, b"last\n");
+        let path = wasm_log(dir.path(), "w1");
+        let size = |path: &Path| std::fs::metadata(path).unwrap().len();
+        assert!(size(&path) <= WASM_LOG_MAX, "{}", size(&path));
+        assert!(size(&LogFile::rotated(&path)) <= WASM_LOG_MAX);
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            kept.ends_with("\"log\":\"last\\n\"}\n"),
+            "the newest is kept"
+        );
+
+        remove_wasm_log(dir.path(), "w1");
+        assert!(!path.exists() && !LogFile::rotated(&path).exists());
+    }
+}

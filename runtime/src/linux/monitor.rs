@@ -347,9 +347,10 @@ pub struct LogEntry {
     pub log: String,
 }
 
-/// A log of JSON lines ([`LogEntry`]), rotated once past its bound into one `.1` file (the
-/// older half kept, the rest dropped): a container's `container.log`, and the daemon's log of
-/// each in-process Wasm instance, read back alike by [`super::logs`].
+/// A log of JSON lines ([`LogEntry`]), rotated once past its bound: the file becomes `.1`
+/// (replacing the one before), so at most about twice the bound is kept. A container's
+/// `container.log`, and the daemon's log of each in-process Wasm instance, read back alike by
+/// [`super::logs`].
 pub struct LogFile {
     path: PathBuf,
     file: std::fs::File,

@@ -119,7 +119,8 @@ impl WorkloadLog {
             source.live &= current.contains(path);
         }
         self.finished.retain(|path| current.contains(path));
-        if self.follow && self.sources.is_empty() {
+        // Only when nothing is live: the app is read only when the follow might end.
+        if self.follow && self.sources.values().all(|source| !source.live) {
             let app = self.store.get_app(&self.app)?;
             self.gone = !app.is_some_and(|a| a.workloads.iter().any(|w| w.name == self.workload));
         }
@@ -288,5 +289,80 @@ mod tests {
         source.frame(entry("stdout", &long).as_bytes(), &mut out);
         assert_eq!(logs(&out).len(), 1);
         assert!(source.partial[0].is_empty());
+    }
+
+    /// Appends `text` to Wasm instance `id`'s log as its guest would.
+    fn write(data_dir: &std::path::Path, id: &str, text: &str) {
+        let path = super::super::wasm_log(data_dir, id);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut log = crate::linux::monitor::LogFile::append_to(path, 1 << 20).unwrap();
+        log.append(Stream::Stdout, text.as_bytes());
+    }
+
+    fn row(id: &str) -> crate::state::InstanceRecord {
+        crate::state::InstanceRecord::new(id, "shop", "web", InstanceKind::Wasm, 1)
+    }
+
+    /// The next read, its lines as `instance | log`; `None` on `Wait`, `End` as "end".
+    fn read(log: &mut WorkloadLog) -> Option<Vec<String>> {
+        log.scanned = None;
+        match log.next(1 << 16).unwrap() {
+            LogChunk::Lines(out) => Some(
+                (out.split(|b| *b == b'\n').filter(|l| !l.is_empty()))
+                    .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap())
+                    .map(|v| {
+                        format!(
+                            "{} | {}",
+                            v["instance"].as_str().unwrap(),
+                            v["log"].as_str().unwrap()
+                        )
+                    })
+                    .collect(),
+            ),
+            LogChunk::Wait => None,
+            LogChunk::End => Some(vec!["end".into()]),
+        }
+    }
+
+    #[test]
+    fn a_follow_reads_instances_as_they_come_and_each_to_its_end_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.put_app("shop", &json!({}), &[]).unwrap();
+        store.insert_instance(&row("w1")).unwrap();
+        write(dir.path(), "w1", "a\n");
+        let data = dir.path().to_path_buf();
+        let mut log = WorkloadLog::open(Arc::clone(&store), data, "shop", "web", true).unwrap();
+        assert_eq!(read(&mut log), Some(vec!["w1 | a\n".to_string()]));
+        assert_eq!(read(&mut log), None, "w1 may write more");
+
+        // A new instance is read from its start.
+        store.insert_instance(&row("w2")).unwrap();
+        write(dir.path(), "w2", "b\n");
+        assert_eq!(read(&mut log), Some(vec!["w2 | b\n".to_string()]));
+
+        // One that goes is read to its end, its partial line too, and not again.
+        write(dir.path(), "w1", "c\nlast");
+        store.remove_instance("w1").unwrap();
+        assert_eq!(read(&mut log), Some(vec!["w1 | c\n".to_string()]));
+        assert_eq!(read(&mut log), Some(vec!["w1 | last".to_string()]));
+        assert_eq!(read(&mut log), None);
+
+        // Once the app has no such workload and every log is read, the follow ends.
+        store.remove_instance("w2").unwrap();
+        assert_eq!(read(&mut log), Some(vec!["end".to_string()]));
+    }
+
+    #[test]
+    fn without_follow_every_log_is_read_once_then_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.insert_instance(&row("w1")).unwrap();
+        write(dir.path(), "w1", "a\n");
+        store.insert_instance(&row("w2")).unwrap();
+        let data = dir.path().to_path_buf();
+        let mut log = WorkloadLog::open(store, data, "shop", "web", false).unwrap();
+        assert_eq!(read(&mut log), Some(vec!["w1 | a\n".to_string()]));
+        assert_eq!(read(&mut log), Some(vec!["end".to_string()]));
     }
 }

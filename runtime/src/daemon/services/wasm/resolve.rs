@@ -178,7 +178,8 @@ pub fn check(workload: &str, spec: &ServiceSpec) -> Result<(), WasmServiceError>
 }
 
 /// env, `command` after argv[0], volumes as preopens (named ones created under
-/// `<data>/volumes/<app>/<name>`), stdout and stderr to the daemon's log; nothing else.
+/// `<data>/volumes/<app>/<name>`), stdout and stderr to the daemon's log until each
+/// instance gets its own ([`crate::daemon::logs::capture`]); nothing else.
 fn capabilities(
     data_dir: &Path,
     app: &str,
