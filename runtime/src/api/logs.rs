@@ -74,8 +74,19 @@ fn instance_json(row: &InstanceRecord) -> Value {
 #[serde(deny_unknown_fields)]
 pub(super) struct LogsQuery {
     /// Keep streaming as instances come and go (`logs -f`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     follow: bool,
+}
+
+/// `true` or `1`, `false` or `0`: the design writes `?follow=1`, the CLI sends `true`.
+fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "follow={other:?} is not true, false, 1 or 0"
+        ))),
+    }
 }
 
 pub(super) async fn workload(
@@ -130,4 +141,26 @@ fn internal(error: &str) -> Response {
         &format!("the request's task failed: {error}"),
         "see the daemon's log",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follow(query: &str) -> Option<bool> {
+        let uri: axum::http::Uri = format!("/v1/logs/a/b{query}").parse().unwrap();
+        Query::<LogsQuery>::try_from_uri(&uri)
+            .ok()
+            .map(|q| q.0.follow)
+    }
+
+    #[test]
+    fn follow_is_true_false_one_or_zero() {
+        assert_eq!(follow(""), Some(false));
+        assert_eq!(follow("?follow=true"), Some(true));
+        assert_eq!(follow("?follow=1"), Some(true));
+        assert_eq!(follow("?follow=0"), Some(false));
+        assert_eq!(follow("?follow=maybe"), None);
+        assert_eq!(follow("?folow=1"), None);
+    }
 }
