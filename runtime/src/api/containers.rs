@@ -26,7 +26,7 @@ use std::time::Duration;
 
 mod logs;
 
-pub(super) use logs::logs;
+pub(super) use logs::{logs, stream};
 
 /// The body of `POST /v1/containers`: `skiff run`'s arguments (with `-d`) and the client's
 /// working directory, which relative paths in them start from.

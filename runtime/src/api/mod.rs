@@ -9,13 +9,15 @@
 //! refused. It decides nothing about apps itself. Each request gets one access-log line.
 //!
 //! By concept: [`apps`] (deploy, list, remove, scale), [`containers`] (the CLI's container
-//! verbs), [`events`] (the log and its live stream), [`metrics`] (Prometheus text), [`auth`]
+//! verbs), [`events`] (the log and its live stream), [`logs`] (instances and the merged logs
+//! of a workload), [`metrics`] (Prometheus text), [`auth`]
 //! (the TCP listener's bearer token), [`tcp`] (the TCP listener's connection limits).
 
 mod apps;
 pub mod auth;
 mod containers;
 mod events;
+mod logs;
 pub mod metrics;
 pub mod tcp;
 
@@ -125,6 +127,8 @@ pub fn routes(state: ApiState) -> axum::Router {
             put(apps::scale).post(apps::scale),
         )
         .route("/v1/events", get(events::list))
+        .route("/v1/instances", get(logs::instances))
+        .route("/v1/logs/{app}/{workload}", get(logs::workload))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(access_log))

@@ -1,4 +1,5 @@
-//! What the control API asks of the daemon beside deploys: `skiff scale` and the event log.
+//! What the control API asks of the daemon beside deploys: `skiff scale`, the recorded
+//! instances and the event log.
 //!
 //! Scaling stores a workload's override with [`Store::set_scale`] (one durable transaction),
 //! records a `scaled` event and announces a [`ScaleChange`] on a bounded broadcast. For a
@@ -178,6 +179,15 @@ impl Daemon {
     /// A feed of scale changes from now on; see the module docs for how to use it.
     pub fn scale_changes(&self) -> broadcast::Receiver<ScaleChange> {
         self.scales.subscribe()
+    }
+
+    /// The recorded instances, all or of one app or workload (`GET /v1/instances`). Blocking.
+    pub fn instances(
+        &self,
+        app: Option<&str>,
+        workload: Option<&str>,
+    ) -> Result<Vec<state::InstanceRecord>> {
+        Ok(self.store.list_instances(app, workload)?)
     }
 
     /// Up to `limit` stored events after `seq`, oldest first.

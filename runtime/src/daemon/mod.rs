@@ -17,6 +17,7 @@ pub mod capacity;
 pub mod containers;
 mod control;
 pub mod functions;
+pub mod logs;
 pub mod router;
 pub mod services;
 pub mod target;

@@ -347,11 +347,15 @@ pub struct LogEntry {
     pub log: String,
 }
 
-/// The container's log: JSON lines, rotated once past `MAX_LOG_BYTES`.
+/// A log of JSON lines ([`LogEntry`]), rotated once past its bound: the file becomes `.1`
+/// (replacing the one before), so at most about twice the bound is kept. A container's
+/// `container.log`, and the daemon's log of each in-process Wasm instance, read back alike by
+/// [`super::logs`].
 pub struct LogFile {
     path: PathBuf,
     file: std::fs::File,
     written: u64,
+    max_bytes: u64,
 }
 
 impl LogFile {
@@ -359,22 +363,35 @@ impl LogFile {
         dir.join("container.log")
     }
 
+    /// Where a log at `path` goes when it is rotated.
+    pub fn rotated(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".1");
+        PathBuf::from(name)
+    }
+
     fn open(dir: &Path) -> Result<Self> {
-        let path = Self::path(dir);
+        Self::append_to(Self::path(dir), MAX_LOG_BYTES).map_err(io("cannot open the container log"))
+    }
+
+    /// Appends to the log at `path` (created if need be), rotating it past `max_bytes`.
+    pub fn append_to(path: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
-            .map_err(io("cannot open the container log"))?;
+            .open(&path)?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             path,
             file,
             written,
+            max_bytes,
         })
     }
 
-    fn append(&mut self, stream: Stream, bytes: &[u8]) {
+    /// Records one chunk of output as it arrived; a failed write loses the chunk, never the
+    /// writer (a full disk must not stop a workload).
+    pub fn append(&mut self, stream: Stream, bytes: &[u8]) {
         let entry = LogEntry {
             stream,
             time: container::now(),
@@ -382,8 +399,8 @@ impl LogFile {
         };
         let mut line = serde_json::to_vec(&entry).expect("a log entry serialises");
         line.push(b'\n');
-        if self.written + line.len() as u64 > MAX_LOG_BYTES {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+        if self.written + line.len() as u64 > self.max_bytes {
+            let _ = std::fs::rename(&self.path, Self::rotated(&self.path));
             if let Ok(file) = std::fs::File::create(&self.path) {
                 self.file = file;
                 self.written = 0;
@@ -394,7 +411,7 @@ impl LogFile {
         }
     }
 
-    fn flush(&mut self) {
+    pub fn flush(&mut self) {
         let _ = self.file.flush();
     }
 }

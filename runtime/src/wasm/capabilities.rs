@@ -4,9 +4,11 @@
 //! filesystem, no sockets and closed stdin; its stdout and stderr are discarded. Each grant is
 //! explicit: a preopened host directory (read-only when asked, confined by cap-std so `..`,
 //! absolute paths and symlinks cannot leave it), an environment variable, an argument, the
-//! host's stdio for a foreground command. This is the one place ambient authority is taken.
+//! host's stdio for a foreground command, a sink capturing stdout and stderr for the daemon.
+//! This is the one place ambient authority is taken.
 
 use super::WasmError;
+use super::output::Fd;
 use std::path::PathBuf;
 use std::str::FromStr;
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -80,7 +82,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, GrantError> {
 }
 
 /// Where the guest's standard streams go.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub enum Stdio {
     /// stdin closed, stdout and stderr discarded (the default).
     #[default]
@@ -89,6 +91,8 @@ pub enum Stdio {
     Inherit,
     /// stdin closed, stdout and stderr to the host's: a served function's log.
     Log,
+    /// stdin closed, stdout and stderr into a sink: the daemon's log of one instance.
+    Capture(super::output::Capture),
 }
 
 /// Whether a guest granted `ports` may use `address` so: binding and listening on a loopback
@@ -156,13 +160,16 @@ impl Capabilities {
                 Box::pin(async move { allowed })
             });
         }
-        match self.stdio {
+        match &self.stdio {
             Stdio::Closed => {}
             Stdio::Inherit => {
                 builder.inherit_stdio();
             }
             Stdio::Log => {
                 builder.inherit_stdout().inherit_stderr();
+            }
+            Stdio::Capture(capture) => {
+                (builder.stdout(capture.stream(Fd::Stdout))).stderr(capture.stream(Fd::Stderr));
             }
         }
         for preopen in &self.preopens {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod limits;
 mod link;
 pub mod outbound;
+pub mod output;
 mod wagi;
 
 pub use error::{Result, WasmError, exit_code};

@@ -9,7 +9,7 @@
 
 use super::{NDJSON, StopError, container_error, task_failed};
 use crate::api::ApiState;
-use crate::linux::logs::{LogChunk, LogReader};
+use crate::linux::logs::{Chunks, LogChunk};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -46,14 +46,19 @@ pub(crate) async fn logs(
     let daemon = std::sync::Arc::clone(&state.daemon);
     let opened =
         tokio::task::spawn_blocking(move || daemon.containers().logs(&name, query.follow)).await;
-    let reader = match opened {
-        Ok(Ok(reader)) => reader,
-        Ok(Err(error)) => return container_error(&StopError::Container(error)),
-        Err(error) => return task_failed(error),
-    };
+    match opened {
+        Ok(Ok(reader)) => stream(reader, state.stopping.clone()),
+        Ok(Err(error)) => container_error(&StopError::Container(error)),
+        Err(error) => task_failed(error),
+    }
+}
+
+/// Streams `reader`'s chunks as they come (see the module docs); a workload's merged logs
+/// are streamed the same way.
+pub(crate) fn stream<R: Chunks>(reader: R, stopping: watch::Receiver<bool>) -> Response {
     let follow = Follow {
         reader: Some(reader),
-        stopping: state.stopping.clone(),
+        stopping,
         idle: Duration::ZERO,
     };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
@@ -64,34 +69,34 @@ pub(crate) async fn logs(
 }
 
 /// A reader's place in the log; dropped when the stream ends or the client has gone.
-struct Follow {
+struct Follow<R> {
     /// `None` while a read runs on the blocking pool, and once the log is done.
-    reader: Option<LogReader>,
+    reader: Option<R>,
     stopping: watch::Receiver<bool>,
     /// How long nothing was sent.
     idle: Duration,
 }
 
-impl Drop for Follow {
+impl<R> Drop for Follow<R> {
     fn drop(&mut self) {
-        tracing::debug!("container log stream ended");
+        tracing::debug!("log stream ended");
     }
 }
 
-impl Follow {
+impl<R: Chunks> Follow<R> {
     /// The next chunk to send; `None` ends the stream.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             let mut reader = self.reader.take()?;
             let read = tokio::task::spawn_blocking(move || {
-                let chunk = reader.next(CHUNK);
+                let chunk = reader.next_chunk(CHUNK);
                 (reader, chunk)
             })
             .await;
             let (reader, chunk) = match read {
                 Ok(read) => read,
                 Err(error) => {
-                    tracing::warn!(%error, "reading a container's log failed");
+                    tracing::warn!(%error, "reading a log failed");
                     return None;
                 }
             };
@@ -115,7 +120,7 @@ impl Follow {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "reading a container's log failed");
+                    tracing::warn!(%error, "reading a log failed");
                     return None;
                 }
             }

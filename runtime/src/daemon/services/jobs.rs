@@ -16,7 +16,7 @@ use crate::sched::ledger::Reservation;
 use crate::sched::service::Backoff;
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 use crate::wasm::Program;
-use crate::wasm::capabilities::{Capabilities, Stdio};
+use crate::wasm::capabilities::Capabilities;
 use crate::wasm::command;
 use crate::wasm::limits::Limits;
 use std::sync::Arc;
@@ -244,7 +244,8 @@ async fn wait_for_room(
 }
 
 /// One run of a Wasm job in this process, as `skiff run` runs a command: env from the spec,
-/// no preopens, its output to the daemon's log, its memory and time limits.
+/// no preopens, its output to its run's log (every attempt appended), its memory and time
+/// limits.
 async fn in_process(
     cx: &Context,
     run: &JobRun,
@@ -266,7 +267,7 @@ async fn in_process(
         args: vec![run.name.clone()],
         env: run.spec.env.clone().into_iter().collect(),
         preopens: Vec::new(),
-        stdio: Stdio::Log,
+        stdio: crate::daemon::logs::capture(&cx.data_dir, &id),
         outbound: Default::default(),
         listen: Vec::new(),
     };

@@ -157,6 +157,8 @@ struct Task {
     target: Option<Arc<ServiceTarget>>,
     /// A service's controller takes new generations and scales here; `None` for a job.
     commands: Option<mpsc::Sender<controller::Command>>,
+    /// A Wasm service's supervisor takes its replicas here (it has no controller).
+    replicas: Option<watch::Sender<u32>>,
     /// Its executor, for `skiff ps`: `linux` or `wasm`.
     runtime: &'static str,
     stop: watch::Sender<bool>,
@@ -269,16 +271,18 @@ impl Workloads {
                         name: name.clone(),
                         generation,
                         spec: service.clone(),
-                        replicas: replicas(record, name, service),
                         service: code.clone(),
                     };
                     let (stop, stopped) = watch::channel(false);
-                    let handle = tokio::spawn(wasm::supervise(Arc::clone(&self.cx), run, stopped));
+                    let (scale, wanted) = watch::channel(replicas(record, name, service));
+                    let handle =
+                        tokio::spawn(wasm::supervise(Arc::clone(&self.cx), run, wanted, stopped));
                     let task = Task {
                         generation: Arc::new(AtomicU64::new(generation)),
                         progress: Progress::Published(progress),
                         target,
                         commands: None,
+                        replicas: Some(scale),
                         runtime: "wasm",
                         stop,
                         handle,
@@ -328,12 +332,14 @@ impl Workloads {
                 }
                 None => {
                     let target = Arc::new(ServiceTarget::new(format!("{app}/{name}")));
-                    let resume = self.resumable(record, name, &target, owned, &hosts).map(|old| {
-                        let adopt = adoptable(name, old.generation);
-                        controller::Resume {
-                            old: supervisor::ServiceRun { adopt, ..old },
-                        }
-                    });
+                    let resume = self
+                        .resumable(record, name, &target, owned, &hosts)
+                        .map(|old| {
+                            let adopt = adoptable(name, old.generation);
+                            controller::Resume {
+                                old: supervisor::ServiceRun { adopt, ..old },
+                            }
+                        });
                     let view = controller::View::default();
                     let (commands, received) = mpsc::channel(COMMANDS);
                     let (stop, stopped) = watch::channel(false);
@@ -358,6 +364,7 @@ impl Workloads {
                             progress: Progress::Service(view),
                             target: Some(target),
                             commands: Some(commands),
+                            replicas: None,
                             runtime: "linux",
                             stop,
                             handle,
@@ -412,6 +419,7 @@ impl Workloads {
                     progress: Progress::Published(progress),
                     target: None,
                     commands: None,
+                    replicas: None,
                     runtime: match code {
                         JobCode::Linux(_) => "linux",
                         JobCode::Wasm(_) => "wasm",
@@ -473,6 +481,9 @@ impl Workloads {
     pub fn set_replicas(&self, app: &str, workload: &str, replicas: u32) -> bool {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let key = (app.to_string(), workload.to_string());
+        if let Some(wasm) = tasks.get(&key).and_then(|task| task.replicas.as_ref()) {
+            return wasm.send(replicas).is_ok();
+        }
         let Some(commands) = tasks.get(&key).and_then(|task| task.commands.as_ref()) else {
             return false;
         };
@@ -485,13 +496,16 @@ impl Workloads {
         }
     }
 
-    /// Forgets the app's instance rows and releases its service addresses (its tasks are
-    /// retired first).
+    /// Forgets the app's instance rows and Wasm instances' logs, and releases its service
+    /// addresses (its tasks are retired first).
     pub fn forget(&self, app: &str) {
         self.names.remove_app(app);
         if let Ok(rows) = self.cx.store.list_instances(Some(app), None) {
             for row in rows {
                 let _ = self.cx.store.remove_instance(&row.id);
+                if row.kind == state::InstanceKind::Wasm {
+                    crate::daemon::logs::remove_wasm_log(&self.cx.data_dir, &row.id);
+                }
             }
         }
     }

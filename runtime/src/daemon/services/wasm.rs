@@ -11,14 +11,18 @@
 //! program and checks that it is a command, and that its volumes exist.
 //!
 //! An instance gets the spec's env, `command` as its arguments after argv[0] (the service's
-//! name), its volumes as preopens, stdout and stderr to the daemon's log, and
-//! `memory_limit` (else `memory`) enforced by the store's limiter. With `ports` it may bind
-//! and listen on those ports of a loopback address (`wasi:sockets`), nothing else; it is
-//! routed by the gateway (`route`) once its health check passes: the spec's `http` or `tcp`
-//! check against 127.0.0.1, or a TCP connect to its first port. Without ports it has no
-//! socket, and counts as healthy while it runs. Stopping (app removed or
+//! name), its volumes as preopens, stdout and stderr to its own log ([`crate::daemon::logs`],
+//! one per replica, kept across restarts, gone with the row), and `memory_limit` (else
+//! `memory`) enforced by the store's limiter. With `ports` it may bind and listen on those
+//! ports of a loopback address (`wasi:sockets`), nothing else; it is routed by the gateway
+//! (`route`) once its health check passes: the spec's `http` or `tcp` check against
+//! 127.0.0.1, or a TCP connect to its first port. Without ports it has no socket, and counts
+//! as healthy while it runs. Stopping (app removed or
 //! redeployed) drops the instances' futures: a guest computing is interrupted at its next
 //! epoch tick, one blocked in a host call at once; the wait for them is bounded.
+//!
+//! The number of replicas comes from a watch, as a Linux supervisor's does (`skiff scale`
+//! changes it live): more start at once, the highest ones beyond it are dropped.
 //!
 //! No instance outlives the daemon, so there is nothing to adopt after a restart: rows left
 //! by a previous daemon are removed and the instances started afresh.
@@ -32,6 +36,7 @@ use super::proxy::ServiceTarget;
 use super::status::{self, InstanceProgress, Progress};
 use super::{Context, service_port, service_requests};
 use crate::app::{HealthSpec, ServiceSpec};
+use crate::daemon::logs;
 use crate::sched::key::{InstanceKey, Kind};
 use crate::sched::ledger::Reservation;
 use crate::sched::service::{Backoff, RestartCounter};
@@ -42,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio::task::{Id, JoinSet};
+use tokio::task::{AbortHandle, Id, JoinSet};
 
 /// How often an instance that has not passed a health check yet is checked.
 const STARTING_INTERVAL: Duration = Duration::from_millis(100);
@@ -60,8 +65,6 @@ pub struct WasmServiceRun {
     pub name: String,
     pub generation: u64,
     pub spec: ServiceSpec,
-    /// Instances to keep: `skiff scale`'s override, else `replicas`.
-    pub replicas: u32,
     pub service: WasmService,
     pub progress: status::Shared,
     /// The gateway's side of its route, when it has one.
@@ -84,9 +87,23 @@ struct Slot {
     pending: String,
 }
 
+impl Slot {
+    fn new(replica: u32) -> Self {
+        Slot {
+            replica,
+            running: None,
+            counter: RestartCounter::default(),
+            start_at: Some(Instant::now()),
+            pending: format!("replica {replica} starting"),
+        }
+    }
+}
+
 struct Running {
     /// Its tokio task, to know which replica a finished task was.
     task: Id,
+    /// To end it when its replica is scaled away.
+    abort: AbortHandle,
     /// Its requests in the node's ledger, given back when this is dropped.
     _reservation: Reservation,
     tracker: Tracker,
@@ -99,20 +116,19 @@ struct Running {
 type Ended = (i32, Option<String>);
 
 /// Runs until `stop` turns true (or its sender is gone), then drops every instance, waits
-/// (bounded) for them to end and forgets their rows.
-pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::Receiver<bool>) {
+/// (bounded) for them to end and forgets their rows. `replicas` says how many to keep, and
+/// may change at any time (`skiff scale`).
+pub async fn supervise(
+    cx: Arc<Context>,
+    run: WasmServiceRun,
+    mut replicas: watch::Receiver<u32>,
+    mut stop: watch::Receiver<bool>,
+) {
     let health = health_of(&run.spec);
     let sup = Supervisor { cx, run, health };
     sup.forget_stale();
-    let mut slots: Vec<Slot> = (0..sup.run.replicas)
-        .map(|replica| Slot {
-            replica,
-            running: None,
-            counter: RestartCounter::default(),
-            start_at: Some(Instant::now()),
-            pending: format!("replica {replica} starting"),
-        })
-        .collect();
+    let want = *replicas.borrow_and_update();
+    let mut slots: Vec<Slot> = (0..want).map(Slot::new).collect();
     let mut instances: JoinSet<Ended> = JoinSet::new();
     loop {
         for slot in &mut slots {
@@ -132,6 +148,13 @@ pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::R
             .min();
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
+            changed = replicas.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let want = *replicas.borrow_and_update();
+                sup.resize(&mut slots, want);
+            }
             Some(joined) = instances.join_next_with_id() => {
                 let (task, ended) = match joined {
                     Ok((task, ended)) => (task, ended),
@@ -165,9 +188,7 @@ pub async fn supervise(cx: Arc<Context>, run: WasmServiceRun, mut stop: watch::R
         if slot.running.take().is_some() {
             sup.event(Some(&id), "stopped", "stopped".into());
         }
-        if let Err(error) = sup.cx.store.remove_instance(&id) {
-            tracing::warn!(%error, instance = id, "instance not forgotten");
-        }
+        sup.forget(&id);
     }
 }
 
@@ -211,11 +232,52 @@ impl Supervisor {
     fn forget_stale(&self) {
         let rows = (self.cx.store).list_instances(Some(&self.run.app), Some(&self.run.name));
         for row in rows.into_iter().flatten() {
-            if row.kind == InstanceKind::Wasm
-                && let Err(error) = self.cx.store.remove_instance(&row.id)
-            {
-                tracing::warn!(%error, instance = row.id, "stale instance not forgotten");
+            if row.kind == InstanceKind::Wasm {
+                self.forget(&row.id);
             }
+        }
+    }
+
+    /// Removes an instance's row, then its log: nothing reads a log without its row.
+    fn forget(&self, id: &str) {
+        if let Err(error) = self.cx.store.remove_instance(id) {
+            tracing::warn!(%error, instance = id, "instance not forgotten");
+        }
+        logs::remove_wasm_log(&self.cx.data_dir, id);
+    }
+
+    /// Keeps `want` replicas: new slots start at once; the highest ones beyond `want` are
+    /// dropped (interrupted at their next epoch tick) and forgotten.
+    fn resize(&self, slots: &mut Vec<Slot>, want: u32) {
+        let before = slots.len();
+        slots.sort_by_key(|slot| slot.replica);
+        while slots.len() > want as usize {
+            let slot = slots.pop().expect("longer than want");
+            let id = self.instance(slot.replica);
+            if let Some(running) = slot.running {
+                running.abort.abort();
+                self.event(
+                    Some(&id),
+                    "stopped",
+                    format!("replica {} stopped (scaled down)", slot.replica),
+                );
+            }
+            self.forget(&id);
+        }
+        let mut replica = 0;
+        while slots.len() < want as usize {
+            while slots.iter().any(|slot| slot.replica == replica) {
+                replica += 1;
+            }
+            slots.push(Slot::new(replica));
+        }
+        if slots.len() != before {
+            let message = format!(
+                "generation {}: {before} -> {} replicas",
+                self.run.generation,
+                slots.len()
+            );
+            self.event(None, "scaled", message);
         }
     }
 
@@ -240,8 +302,10 @@ impl Supervisor {
         let id = self.instance(slot.replica);
         self.record_running(&id);
         let (cx, service) = (Arc::clone(&self.cx), self.run.service.clone());
-        let task = instances.spawn(async move {
-            let ran = command::run(&cx.engine, &service.program, &service.caps, &service.limits);
+        let mut caps = service.caps.clone();
+        caps.stdio = logs::capture(&cx.data_dir, &id);
+        let abort = instances.spawn(async move {
+            let ran = command::run(&cx.engine, &service.program, &caps, &service.limits);
             match ran.await {
                 Ok(code) => (code, None),
                 Err(error) => (error.exit_code(), Some(error.to_string())),
@@ -258,7 +322,8 @@ impl Supervisor {
             tracker.record(true, 1);
         }
         slot.running = Some(Running {
-            task: task.id(),
+            task: abort.id(),
+            abort,
             _reservation: reservation,
             tracker,
             started: Instant::now(),

@@ -75,7 +75,17 @@ retries = 1
     let ps = client(linux, &["ps"]);
     assert_eq!(ps_line(&ps, "wasmjobs/ok")[2], "succeeded", "{}", ps.stdout);
     assert!(linux.ids().is_empty(), "no containers for Wasm jobs");
+    // Each run's output is in the job's log, every attempt's, after the run's prefix.
+    let printed = client(linux, &["logs", "wasmjobs/ok"]);
+    printed
+        .expect_code(0)
+        .stdout_has("job.wasmjobs.ok.1 | hello from skiff");
+    let bad = client(linux, &["logs", "wasmjobs/bad"]);
+    let attempts = bad.stdout.matches("job.wasmjobs.bad.1 | hello from skiff");
+    assert_eq!(attempts.count(), 2, "{}", bad.stdout);
     client(linux, &["apps", "rm", "wasmjobs"]).expect_code(0);
+    let logs = std::fs::read_dir(linux.data_dir.path().join("logs")).unwrap();
+    assert_eq!(logs.count(), 0, "the runs' logs went with the app");
 }
 
 #[test]

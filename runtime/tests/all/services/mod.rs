@@ -11,6 +11,7 @@
 mod capacity;
 mod containers;
 mod jobs;
+mod logs;
 mod names;
 mod rollout;
 mod sample;

@@ -3,6 +3,7 @@
 //! their policy with back-off, stopped with their app, and refused when they ask for what a
 //! Wasm service cannot do, changing nothing.
 
+use super::logs::{Follower, api_get, wait_logs};
 use super::*;
 use crate::registry::Registry;
 
@@ -82,10 +83,16 @@ image = "{spinner}"
         "wasmsvc/spinner",
         &["service/wasm", "running", "1/1"],
     );
-    // Its output goes to the daemon's log: argv[0] is the service's name, then `command`.
-    serve.wait_log("arg[0]=worker");
-    serve.wait_log("arg[1]=--serve");
-    serve.wait_log("env WHO=worker");
+    // Its output goes to each replica's log: argv[0] is the service's name, then `command`.
+    for replica in ["wasm.wasmsvc.worker.1.0", "wasm.wasmsvc.worker.1.1"] {
+        for line in ["arg[0]=worker", "arg[1]=--serve", "env WHO=worker"] {
+            wait_logs(linux, "wasmsvc/worker", &format!("{replica} | {line}"));
+        }
+    }
+    assert!(
+        !serve.log().contains("arg[0]=worker"),
+        "not in the daemon's own log"
+    );
 
     // The writer ran once through its volume and, exiting 0 under on-failure, stays down.
     wait_ps(linux, "wasmsvc/writer", &["service/wasm", "stopped", "0/1"]);
@@ -124,6 +131,87 @@ image = "{spinner}"
     assert!(!serve.log().contains("did not end"), "{}", serve.log());
     let ps = client(linux, &["ps"]);
     assert!(!ps.stdout.contains("wasmsvc/"), "{}", ps.stdout);
+    let logs = std::fs::read_dir(linux.data_dir.path().join("logs")).unwrap();
+    assert_eq!(logs.count(), 0, "the instances' logs went with them");
+}
+
+/// The instances of `app/workload` that `GET /v1/instances` lists: (id, kind, state).
+fn instances(linux: &Linux, app: &str, workload: &str) -> Vec<(String, String, String)> {
+    let (status, answer) = api_get(
+        linux,
+        &format!("/v1/instances?app={app}&workload={workload}"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rows = answer["instances"].as_array().expect("a list");
+    let text = |row: &serde_json::Value, key: &str| row[key].as_str().unwrap_or("").to_string();
+    (rows.iter())
+        .map(|row| (text(row, "id"), text(row, "kind"), text(row, "state")))
+        .collect()
+}
+
+#[test]
+fn a_wasm_service_scales_live_and_its_output_is_in_skiff_logs() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let hello = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
+    let dir = tempfile::tempdir().unwrap();
+    let _serve = Serve::start(netns, linux);
+    std::fs::copy(p2("http_hello"), dir.path().join("api.wasm")).unwrap();
+    let manifest = format!(
+        "[app]\nname = \"wasmapp\"\n\n[service.svc]\nimage = \"{hello}\"\n\
+         env = {{ HELLO_SLEEP = \"3600\" }}\ncommand = [\"--stderr\", \"to stderr\"]\n\n\
+         [function.api]\nfile = \"api.wasm\"\nroute = \"/api\"\n"
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    wait_ps(linux, "wasmapp/svc", &["service/wasm", "running", "1/1"]);
+    let follower = Follower::start(linux, "wasmapp/svc");
+    follower.wait("wasm.wasmapp.svc.1.0 | hello from skiff");
+    follower.wait("wasm.wasmapp.svc.1.0 | to stderr");
+
+    // Scaled up while running: the new replicas start, and a follow shows their lines.
+    client(linux, &["scale", "wasmapp/svc=3"]).expect_code(0);
+    wait_ps(linux, "wasmapp/svc", &["service/wasm", "running", "3/3"]);
+    for replica in ["wasm.wasmapp.svc.1.1", "wasm.wasmapp.svc.1.2"] {
+        follower.wait(&format!("{replica} | hello from skiff"));
+        wait_logs(linux, "wasmapp/svc", &format!("{replica} | arg[0]=svc"));
+    }
+    let listed = instances(linux, "wasmapp", "svc");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|(_, kind, state)| kind == "wasm" && state == "running"),
+        "{listed:?}"
+    );
+    drop(follower);
+
+    // Scaled down: the highest replicas go, with their rows and logs.
+    client(linux, &["scale", "wasmapp/svc=1"]).expect_code(0);
+    wait_ps(linux, "wasmapp/svc", &["service/wasm", "running", "1/1"]);
+    let deadline = Instant::now() + WAIT;
+    while instances(linux, "wasmapp", "svc").len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            instances(linux, "wasmapp", "svc")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let printed = client(linux, &["logs", "wasmapp/svc"]);
+    printed
+        .expect_code(0)
+        .stdout_has("wasm.wasmapp.svc.1.0 | hello from skiff");
+    assert!(!printed.stdout.contains("svc.1.2"), "{}", printed.stdout);
+
+    // An unknown workload, or a function: said, with where to look.
+    client(linux, &["logs", "wasmapp/nope"])
+        .stderr_has("app wasmapp has no service or job named nope");
+    client(linux, &["logs", "wasmapp/api"])
+        .expect_code(125)
+        .stderr_has("wasmapp/api is a function")
+        .stderr_has("read the daemon's log");
+    client(linux, &["apps", "rm", "wasmapp"]).expect_code(0);
 }
 
 #[test]
