@@ -94,3 +94,26 @@ pub fn cpu_by_container(containers: &[InstanceProgress]) -> std::collections::Ha
         })
         .collect()
 }
+
+/// What a replica's exit is told as, event kind and message: restarting after `wait`, or not
+/// restarted per its `policy` (`wait` is `None`).
+pub fn restart_told(
+    replica: u32,
+    wait: Option<std::time::Duration>,
+    policy: crate::sched::service::RestartPolicy,
+    reason: &str,
+) -> (&'static str, String) {
+    match wait {
+        Some(wait) => (
+            "restarting",
+            format!(
+                "replica {replica} restarting in {}s ({reason})",
+                wait.as_secs_f64().ceil()
+            ),
+        ),
+        None => (
+            "stopped",
+            format!("replica {replica} not restarted (restart = {policy}, {reason})"),
+        ),
+    }
+}

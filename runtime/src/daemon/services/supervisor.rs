@@ -395,23 +395,8 @@ impl Supervisor {
 
     fn restart_after(&self, slot: &mut Slot, wait: Option<Duration>, reason: &str) {
         slot.start_at = wait.map(|wait| Instant::now() + wait);
-        let (kind, message) = match wait {
-            Some(wait) => (
-                "restarting",
-                format!(
-                    "replica {} restarting in {}s ({reason})",
-                    slot.replica,
-                    wait.as_secs_f64().ceil()
-                ),
-            ),
-            None => (
-                "stopped",
-                format!(
-                    "replica {} not restarted (restart = {}, {reason})",
-                    slot.replica, self.run.spec.restart
-                ),
-            ),
-        };
+        let (kind, message) =
+            status::restart_told(slot.replica, wait, self.run.spec.restart, reason);
         slot.pending = message.clone();
         self.event(None, kind, message);
     }

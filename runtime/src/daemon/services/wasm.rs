@@ -379,23 +379,7 @@ impl Supervisor {
         let policy = self.run.spec.restart;
         let wait = (slot.counter).exited(Instant::now(), code, policy, &Backoff::default());
         slot.start_at = wait.map(|wait| Instant::now() + wait);
-        let (kind, message) = match wait {
-            Some(wait) => (
-                "restarting",
-                format!(
-                    "replica {} restarting in {}s ({reason})",
-                    slot.replica,
-                    wait.as_secs_f64().ceil()
-                ),
-            ),
-            None => (
-                "stopped",
-                format!(
-                    "replica {} not restarted (restart = {policy}, {reason})",
-                    slot.replica
-                ),
-            ),
-        };
+        let (kind, message) = status::restart_told(slot.replica, wait, policy, &reason);
         slot.pending = message.clone();
         self.event(None, kind, message);
     }
