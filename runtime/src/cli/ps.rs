@@ -148,9 +148,10 @@ fn workloads_table(workloads: &[Value]) -> String {
             format!("{}/{}", text("kind"), text("runtime")),
             text("state"),
             format!("{}/{}", number("ready"), number("desired")),
-            // Function instances live inside the daemon: no cgroup of their own to read.
-            match w["runtime"].as_str() {
-                Some("wasm") => "-".to_string(),
+            // Wasm instances live inside the daemon: no cgroup of their own to read; a Wasm
+            // service's CPU is counted per instance, a Wasm job's is not.
+            match (w["runtime"].as_str(), w["kind"].as_str()) {
+                (Some("wasm"), Some("job")) => "-".to_string(),
                 _ => format!("{:.2}s", number("cpu_usec") as f64 / 1e6),
             },
             match w["runtime"].as_str() {
@@ -207,5 +208,26 @@ mod tests {
             "{row}"
         );
         assert!(row.contains("up 1m") && row.ends_with("  web"), "{row}");
+    }
+
+    #[test]
+    fn wasm_services_show_their_cpu_and_wasm_jobs_and_memory_do_not() {
+        let workload = |name: &str, kind: &str, runtime: &str| {
+            serde_json::json!({
+                "app": "shop", "workload": name, "kind": kind, "runtime": runtime,
+                "state": "running", "ready": 1, "desired": 1,
+                "cpu_usec": 1_500_000, "memory_bytes": 0, "pending": [],
+            })
+        };
+        let table = workloads_table(&[
+            workload("spinner", "service", "wasm"),
+            workload("batch", "job", "wasm"),
+        ]);
+        let row = |name: &str| -> Vec<String> {
+            let line = table.lines().find(|l| l.contains(name)).unwrap();
+            line.split_whitespace().map(str::to_string).collect()
+        };
+        assert_eq!(row("shop/spinner")[4..6], ["1.50s", "-"], "{table}");
+        assert_eq!(row("shop/batch")[4..6], ["-", "-"], "{table}");
     }
 }

@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod capabilities;
 pub mod command;
+pub mod cpu;
 pub mod engine;
 mod error;
 mod host;

@@ -267,7 +267,7 @@ pub async fn control(
         old.push(Generation::spawn(&cx, run, kept));
     }
     let mut control = Controller {
-        autoscaler: Autoscaler::of(&first, tuning),
+        autoscaler: Autoscaler::of(&first.spec, tuning),
         current: Generation::spawn(&cx, first, start_with),
         want: replicas,
         old,
@@ -329,7 +329,7 @@ impl Controller {
         let generation = run.generation;
         self.generation.store(generation, Ordering::Release);
         let deadline = Instant::now() + step_deadline(&run.spec);
-        self.autoscaler = Autoscaler::of(&run, self.tuning);
+        self.autoscaler = Autoscaler::of(&run.spec, self.tuning);
         let next = Generation::spawn(&self.cx, run, 0);
         let previous = std::mem::replace(&mut self.current, next);
         self.old.push(previous);
@@ -424,7 +424,7 @@ impl Controller {
         self.want = previous.want();
         let failed_generation = std::mem::replace(&mut self.current, previous);
         self.retiring.push(failed_generation.retire());
-        self.autoscaler = Autoscaler::of(&self.current.run, self.tuning);
+        self.autoscaler = Autoscaler::of(&self.current.run.spec, self.tuning);
         let run = &self.current.run;
         self.generation.store(run.generation, Ordering::Release);
         let message = format!(
@@ -459,41 +459,20 @@ impl Controller {
             return;
         };
         let now = Instant::now();
-        if now < scaler.next {
+        if !scaler.due(now) {
             return;
         }
-        scaler.next = now + scaler.interval;
         let instances = self.current.progress().instances;
         let sample = tokio::task::spawn_blocking(move || status::cpu_by_container(&instances))
             .await
             .unwrap_or_default();
-        let Some(observed) = scaler.observe(now, sample) else {
+        let Some(scaled) = scaler.decide(now, self.current.want(), sample) else {
             return;
         };
-        let current = self.current.want();
-        let desired = scaler.hpa.desired(current, observed);
-        let replicas = scaler.stabiliser.recommend(now, desired);
-        if replicas == current {
-            return;
-        }
-        let (decision, verb) = match replicas > current {
-            true => ("scaled_up", "up"),
-            false => ("scaled_down", "down"),
-        };
-        crate::metrics::global().decision(decision);
-        self.want = replicas;
-        self.current.set(replicas);
-        let message = format!(
-            "scaled {verb} from {current} to {replicas} replicas: CPU at {}% of the request, \
-             target {}%",
-            observed / 10,
-            scaler.hpa.target / 10
-        );
+        self.want = scaled.replicas;
+        self.current.set(scaled.replicas);
         let run = &self.current.run;
-        if let Err(error) = self.cx.store.set_scale(&run.app, &run.name, Some(replicas)) {
-            tracing::warn!(%error, "the autoscaled replicas were not stored");
-        }
-        self.event("autoscaled", message);
+        scaled.record(&self.cx, &run.app, &run.name);
     }
 
     /// Tells the view which supervisors make up the service now.

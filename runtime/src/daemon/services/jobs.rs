@@ -303,6 +303,7 @@ fn running_progress(run: &JobRun, attempt: u32, container: Option<&ContainerReco
                 .collect(),
             pending: Vec::new(),
             exits: 0,
+            cpu: Vec::new(),
         },
     );
 }

@@ -272,6 +272,7 @@ impl Workloads {
                         generation,
                         spec: service.clone(),
                         service: code.clone(),
+                        tuning: self.tuning,
                     };
                     let (stop, stopped) = watch::channel(false);
                     let (scale, wanted) = watch::channel(replicas(record, name, service));
@@ -544,9 +545,10 @@ impl Workloads {
         listed
             .into_iter()
             .map(|(app, workload, kind, runtime, progress)| {
-                // Wasm instances live inside the daemon: no cgroup of their own to read.
+                // Wasm instances live inside the daemon: no cgroup of their own to read, but
+                // each one's CPU is counted as it runs; their memory is the daemon's.
                 let (cpu_usec, memory_bytes) = match runtime {
-                    "wasm" => (0, 0),
+                    "wasm" => (status::in_process_cpu(&progress), 0),
                     _ => status::measure(&progress.instances),
                 };
                 let ready = progress

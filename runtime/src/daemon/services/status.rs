@@ -1,8 +1,9 @@
 //! What each service and job is doing, for `skiff ps` (`GET /v1/workloads`): the tasks
 //! publish their [`Progress`] as they go; [`measure`] adds CPU and memory from the
-//! containers' cgroups.
+//! containers' cgroups, [`in_process_cpu`] the CPU of Wasm instances, which have none.
 
 use crate::linux::cgroups::{CgroupPath, CgroupRoot};
+use crate::wasm::cpu::CpuCounter;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,9 @@ pub struct Progress {
     /// Exits and failed starts since the task began (a rollout's sign of a bad version).
     #[serde(skip)]
     pub exits: u32,
+    /// The CPU counters of its running in-process (Wasm) instances, read when listed.
+    #[serde(skip)]
+    pub cpu: Vec<CpuCounter>,
 }
 
 /// One running container.
@@ -78,6 +82,13 @@ pub fn measure(containers: &[InstanceProgress]) -> (u64, u64) {
         }
     }
     totals
+}
+
+/// CPU time the in-process instances used, summed, in microseconds.
+pub fn in_process_cpu(progress: &Progress) -> u64 {
+    (progress.cpu.iter())
+        .map(|used| used.load(std::sync::atomic::Ordering::Relaxed))
+        .fold(0, u64::saturating_add)
 }
 
 /// CPU time of each container, by id; containers without stats are left out.

@@ -574,6 +574,7 @@ impl Supervisor {
                 instances,
                 pending,
                 exits: self.exits,
+                ..Progress::default()
             },
         );
         // After the status: whatever the gateway routes to, `skiff ps` already shows.

@@ -5,10 +5,9 @@
 //! ledger, told as events and instance rows ([`InstanceKind::Wasm`]).
 //!
 //! At deploy, [`resolve`] refuses what a Wasm service cannot do in this version, so nothing is
-//! stored: more than one replica when it has `ports` (its instances share the daemon's
-//! network), exec health checks (there is no shell beside it), autoscaling and a CPU limit
-//! (its CPU is the daemon's, neither measured nor capped per instance). It also compiles the
-//! program and checks that it is a command, and that its volumes exist.
+//! stored: more than one replica, fixed or autoscaled, when it has `ports` (its instances
+//! share the daemon's network), and exec health checks (there is no shell beside it). It also
+//! compiles the program and checks that it is a command, and that its volumes exist.
 //!
 //! An instance gets the spec's env, `command` as its arguments after argv[0] (the service's
 //! name), its volumes as preopens, stdout and stderr to its own log ([`crate::daemon::logs`],
@@ -21,8 +20,15 @@
 //! redeployed) drops the instances' futures: a guest computing is interrupted at its next
 //! epoch tick, one blocked in a host call at once; the wait for them is bounded.
 //!
+//! Its instances' CPU is their own, though they run on the daemon's threads: each runs
+//! [`CpuMetered`], counted into its replica's counter (kept across restarts; `skiff ps` sums
+//! the running ones) and capped at `cpu_limit` (else `cpu`) per 100 ms, as a cgroup would.
+//!
 //! The number of replicas comes from a watch, as a Linux supervisor's does (`skiff scale`
-//! changes it live): more start at once, the highest ones beyond it are dropped.
+//! changes it live): more start at once, the highest ones beyond it are dropped. With `min`,
+//! `max` and `cpu_target` the supervisor also samples its running replicas' counters every
+//! autoscaling interval and resizes to the [`Autoscaler`]'s answer, as a Linux service's
+//! controller does.
 //!
 //! No instance outlives the daemon, so there is nothing to adopt after a restart: rows left
 //! by a previous daemon are removed and the instances started afresh.
@@ -31,6 +37,7 @@ mod resolve;
 
 pub use resolve::{WasmService, WasmServiceError, check, resolve};
 
+use super::autoscale::{Autoscaler, Tuning};
 use super::health::{self, Health, Tracker};
 use super::proxy::ServiceTarget;
 use super::status::{self, InstanceProgress, Progress};
@@ -42,6 +49,7 @@ use crate::sched::ledger::Reservation;
 use crate::sched::service::{Backoff, RestartCounter};
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 use crate::wasm::command;
+use crate::wasm::cpu::{CpuCounter, CpuMetered};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -69,6 +77,8 @@ pub struct WasmServiceRun {
     pub progress: status::Shared,
     /// The gateway's side of its route, when it has one.
     pub target: Option<Arc<ServiceTarget>>,
+    /// How an autoscaled service samples and settles.
+    pub tuning: Tuning,
 }
 
 /// The instance row of a replica of a generation: one per replica, updated as it restarts.
@@ -85,6 +95,9 @@ struct Slot {
     start_at: Option<Instant>,
     /// Why no instance runs here, for `skiff ps`.
     pending: String,
+    /// CPU time its instances used, in microseconds: one counter over restarts, so samples
+    /// only grow.
+    cpu: CpuCounter,
 }
 
 impl Slot {
@@ -95,6 +108,7 @@ impl Slot {
             counter: RestartCounter::default(),
             start_at: Some(Instant::now()),
             pending: format!("replica {replica} starting"),
+            cpu: CpuCounter::default(),
         }
     }
 }
@@ -125,12 +139,16 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) {
     let health = health_of(&run.spec);
+    let mut autoscaler = Autoscaler::of(&run.spec, run.tuning);
     let sup = Supervisor { cx, run, health };
     sup.forget_stale();
     let want = *replicas.borrow_and_update();
     let mut slots: Vec<Slot> = (0..want).map(Slot::new).collect();
     let mut instances: JoinSet<Ended> = JoinSet::new();
     loop {
+        if let Some(scaler) = &mut autoscaler {
+            sup.autoscale(scaler, &mut slots);
+        }
         for slot in &mut slots {
             if slot.running.is_none() && slot.start_at.is_some_and(|at| at <= Instant::now()) {
                 sup.start(slot, &mut instances);
@@ -145,6 +163,10 @@ pub async fn supervise(
                 None => s.start_at,
                 Some(running) => sup.health.as_ref().map(|_| running.next_check),
             })
+            .min();
+        let wake = next_start
+            .into_iter()
+            .chain(autoscaler.as_ref().map(|s| s.next))
             .min();
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
@@ -167,7 +189,7 @@ pub async fn supervise(
                     sup.exited(slot, ended);
                 }
             }
-            _ = sleep_until(next_start), if next_start.is_some() => {}
+            _ = sleep_until(wake), if wake.is_some() => {}
         }
     }
     if let Some(target) = &sup.run.target {
@@ -304,9 +326,10 @@ impl Supervisor {
         let (cx, service) = (Arc::clone(&self.cx), self.run.service.clone());
         let mut caps = service.caps.clone();
         caps.stdio = logs::capture(&cx.data_dir, &id);
+        let (cpu, quota) = (Arc::clone(&slot.cpu), cpu_quota(&self.run.spec));
         let abort = instances.spawn(async move {
             let ran = command::run(&cx.engine, &service.program, &caps, &service.limits);
-            match ran.await {
+            match CpuMetered::new(ran, cpu, quota).await {
                 Ok(code) => (code, None),
                 Err(error) => (error.exit_code(), Some(error.to_string())),
             }
@@ -433,6 +456,30 @@ impl Supervisor {
         }
     }
 
+    /// One autoscaling decision when one is due: the running replicas' CPU counters are
+    /// sampled, and the replicas resized to the answer, which is stored and told.
+    fn autoscale(&self, scaler: &mut Autoscaler, slots: &mut Vec<Slot>) {
+        let now = Instant::now();
+        if !scaler.due(now) {
+            return;
+        }
+        let sample = (slots.iter())
+            .filter(|slot| slot.running.is_some())
+            .map(|slot| {
+                (
+                    self.instance(slot.replica),
+                    slot.cpu.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        let Some(scaled) = scaler.decide(now, slots.len() as u32, sample) else {
+            return;
+        };
+        let replicas = scaled.replicas;
+        scaled.record(&self.cx, &self.run.app, &self.run.name);
+        self.resize(slots, replicas);
+    }
+
     /// Tells `skiff ps` how things are, then the gateway where to route (healthy instances
     /// only; a service without ports is healthy while it runs).
     // `..Progress::default()`: fields beside these (more come as Linux services grow, such
@@ -461,6 +508,10 @@ impl Supervisor {
                 desired: slots.len() as u32,
                 instances,
                 pending: waiting.map(|s| s.pending.clone()).collect(),
+                cpu: (slots.iter())
+                    .filter(|s| s.running.is_some())
+                    .map(|s| Arc::clone(&s.cpu))
+                    .collect(),
                 ..Progress::default()
             },
         );
@@ -484,6 +535,12 @@ impl Supervisor {
         self.cx
             .event(&self.run.app, &self.run.name, instance, kind, message);
     }
+}
+
+/// An instance's CPU quota in millicores: its `cpu_limit`, else its request `cpu`, as a Linux
+/// container's cgroup gets; none without either.
+fn cpu_quota(spec: &ServiceSpec) -> Option<u32> {
+    spec.cpu_limit.or(spec.cpu).map(|cpu| cpu.millicores())
 }
 
 /// A service's state from its running instances, those it wants, and whether any of the

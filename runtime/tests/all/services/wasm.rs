@@ -1,7 +1,7 @@
 //! Wasm services: `wasi:cli/run` commands (the hello sample, as a component and as a
 //! module, pushed as Wasm images) kept running in-process by `skiff serve`, restarted per
 //! their policy with back-off, stopped with their app, and refused when they ask for what a
-//! Wasm service cannot do, changing nothing.
+//! Wasm service cannot do, changing nothing; their CPU counted, capped and autoscaled on.
 
 use super::logs::{Follower, api_get, wait_logs};
 use super::*;
@@ -419,4 +419,109 @@ env = {{ HELLO_LISTEN = "127.0.0.1:9999" }}
     assert_eq!(status, 404);
     let refused = netns.enter(|| std::net::TcpStream::connect(("127.0.0.1", 8080)).is_err());
     assert!(refused, "the listener outlived its app");
+}
+
+/// The CPU seconds `skiff ps` shows for `workload`.
+#[track_caller]
+fn ps_cpu(linux: &Linux, workload: &str) -> f64 {
+    let line = ps_line(&client(linux, &["ps"]), workload);
+    let cpu = line[4]
+        .strip_suffix('s')
+        .unwrap_or_else(|| panic!("{line:?}"));
+    cpu.parse().unwrap_or_else(|_| panic!("{line:?}"))
+}
+
+#[test]
+fn a_spinning_wasm_service_scales_up_on_its_cpu() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let spinner = wasm_image(linux, &registry, &p1("loop"), "skiff/loop:p1");
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(
+        netns,
+        linux,
+        &["--autoscale-interval", "1s", "--autoscale-window", "3s"],
+    );
+    let manifest = format!(
+        "[app]\nname = \"wasmcpu\"\n\n[service.spin]\nimage = \"{spinner}\"\n\
+         cpu = \"100m\"\ncpu_target = \"50%\"\nmin = 1\nmax = 3\n"
+    );
+    deploy(linux, dir.path(), &manifest).expect_code(0);
+    // One spinning replica, capped at its request, is at 100% of it, twice the target.
+    serve.wait_log("scaled up from 1 to ");
+    let told = events(linux, "wasmcpu");
+    for said in [
+        "autoscaled",
+        "scaled up from 1 to ",
+        "of the request, target 50%",
+    ] {
+        assert!(told.contains(said), "{said}:\n{told}");
+    }
+    let line = wait_ps(linux, "wasmcpu/spin", &["service/wasm", "running"]);
+    let desired: u32 = line[3].split_once('/').unwrap().1.parse().unwrap();
+    assert!((2..=3).contains(&desired), "{line:?}");
+    client(linux, &["apps", "rm", "wasmcpu"]).expect_code(0);
+    assert!(!serve.log().contains("did not end"), "{}", serve.log());
+}
+
+#[test]
+fn a_wasm_services_cpu_is_counted_under_its_limit_and_ports_with_max_are_refused() {
+    let Some(env) = env() else { return };
+    let (netns, linux) = (&env.netns, &env.linux);
+    let registry = Registry::start();
+    let spinner = wasm_image(linux, &registry, &p1("loop"), "skiff/loop:p1");
+    let dir = tempfile::tempdir().unwrap();
+    let _serve = Serve::start(netns, linux);
+    let good = format!(
+        "[app]\nname = \"wasmcpu\"\n\n[service.spin]\nimage = \"{spinner}\"\n\
+         cpu = \"100m\"\ncpu_limit = \"200m\"\n"
+    );
+    deploy(linux, dir.path(), &good).expect_code(0);
+    wait_ps(linux, "wasmcpu/spin", &["service/wasm", "running", "1/1"]);
+    // Its instance's CPU is counted as it spins: what `skiff ps` shows grows.
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        let cpu = ps_cpu(linux, "wasmcpu/spin");
+        if cpu > 0.0 {
+            break cpu;
+        }
+        assert!(Instant::now() < deadline, "no CPU counted");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while ps_cpu(linux, "wasmcpu/spin") <= first {
+        assert!(Instant::now() < deadline, "CPU stayed at {first}s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // With ports, autoscaling would start instances that cannot all listen: refused, for the
+    // running app and for a new one, and nothing changes.
+    let apps = client(linux, &["apps"]);
+    apps.expect_code(0);
+    let ported = format!("{good}ports = [8080]\nmax = 3\n");
+    deploy(linux, dir.path(), &ported)
+        .expect_code(125)
+        .stderr_has("service wasmcpu/spin:")
+        .stderr_has("only one can listen on them")
+        .stderr_has("autoscaling up to `max = 3`")
+        .stderr_has("remove `min`, `max` and `cpu_target`")
+        .stderr_has("nothing was changed");
+    let other = format!(
+        "[app]\nname = \"other\"\n\n[service.s]\nimage = \"{spinner}\"\nports = [80]\n\
+         cpu = \"100m\"\ncpu_target = \"50%\"\nmax = 2\n"
+    );
+    deploy(linux, dir.path(), &other)
+        .expect_code(125)
+        .stderr_has("service other/s:")
+        .stderr_has("autoscaling up to `max = 2`");
+    let after = client(linux, &["apps"]);
+    assert_eq!(after.stdout, apps.stdout, "the apps changed");
+    wait_ps(linux, "wasmcpu/spin", &["service/wasm", "running", "1/1"]);
+    let events = events(linux, "wasmcpu");
+    assert_eq!(
+        events.lines().filter(|l| l.contains("  started  ")).count(),
+        1,
+        "the running instance was left alone:\n{events}"
+    );
+    client(linux, &["apps", "rm", "wasmcpu"]).expect_code(0);
 }

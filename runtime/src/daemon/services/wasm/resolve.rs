@@ -2,7 +2,7 @@
 //! stored (see [`super`]); its image's code is compiled and checked to be a command, and its
 //! grants (env, arguments, volumes as preopens) are built once for every instance.
 
-use crate::app::{ServiceSpec, VolumeSource};
+use crate::app::{ServiceScale, ServiceSpec, VolumeSource};
 use crate::daemon::functions::volume_dir;
 use crate::oci::images::ImageRecord;
 use crate::oci::local::{ImagesError, LocalImages};
@@ -32,14 +32,15 @@ pub enum WasmServiceError {
     )]
     ExecHealth { workload: String, image: String },
     #[error(
-        "service {workload}: {image} is a Wasm image, and a Wasm service cannot use `{key}` in \
-         this version (its instances run inside the daemon, whose CPU is not measured or \
-         limited per instance); remove `{key}` and set `replicas`, or `cpu` to reserve CPU"
+        "service {workload}: {image} is a Wasm image with ports, and its instances share the \
+         daemon's network, so only one can listen on them: autoscaling up to `max = {max}` \
+         would start more; remove `min`, `max` and `cpu_target` (or serve HTTP from Wasm as a \
+         [function], which scales per request)"
     )]
-    CpuControl {
+    AutoscaledPorts {
         workload: String,
         image: String,
-        key: &'static str,
+        max: u32,
     },
     #[error("service {workload}: image {image}: {error}")]
     Image {
@@ -141,17 +142,14 @@ pub fn check(workload: &str, spec: &ServiceSpec) -> Result<(), WasmServiceError>
     {
         return Err(WasmServiceError::ExecHealth { workload, image });
     }
-    let cpu_control = [
-        ("min", spec.min.is_some()),
-        ("max", spec.max.is_some()),
-        ("cpu_target", spec.cpu_target.is_some()),
-        ("cpu_limit", spec.cpu_limit.is_some()),
-    ];
-    if let Some((key, _)) = cpu_control.iter().find(|(_, set)| *set) {
-        return Err(WasmServiceError::CpuControl {
+    if let Some(ServiceScale::Auto { max, .. }) = spec.scale()
+        && !spec.ports.is_empty()
+        && max > 1
+    {
+        return Err(WasmServiceError::AutoscaledPorts {
             workload,
             image,
-            key,
+            max,
         });
     }
     Ok(())
@@ -218,6 +216,18 @@ mod tests {
     }
 
     #[test]
+    fn cpu_limits_and_autoscaling_without_ports_pass() {
+        for toml in [
+            "cpu = \"100m\"\ncpu_limit = \"200m\"",
+            "cpu = \"100m\"\ncpu_target = \"50%\"\nmin = 1\nmax = 3",
+            "ports = [8080]\ncpu_limit = 1",
+            "ports = [8080]\nmin = 1\nmax = 1",
+        ] {
+            check("shop/worker", &service(toml)).unwrap_or_else(|e| panic!("{toml}: {e}"));
+        }
+    }
+
+    #[test]
     fn ports_routes_and_network_checks_pass_for_one_replica_and_grant_the_ports() {
         for toml in [
             "ports = [8080]\nroute = \"/w\"",
@@ -242,19 +252,32 @@ mod tests {
     }
 
     #[test]
-    fn exec_checks_autoscaling_and_cpu_limits_are_refused() {
+    fn exec_checks_are_refused() {
         let message = refused("health = { exec = [\"true\"] }");
         assert!(message.contains("exec health check"), "{message}");
         assert!(message.contains("remove `health`"), "{message}");
-        for key in [
-            "min = 1\nmax = 3",
-            "max = 3",
-            "cpu_target = \"50%\"\nmax = 2",
+    }
+
+    #[test]
+    fn ports_with_autoscaling_beyond_one_replica_are_refused() {
+        for toml in [
+            "ports = [8080]\nmax = 3",
+            "ports = [8080]\ncpu = \"100m\"\ncpu_target = \"50%\"\nmin = 1\nmax = 2",
         ] {
-            let message = refused(key);
-            assert!(message.contains("set `replicas`"), "{key}: {message}");
+            let message = refused(toml);
+            assert!(
+                message.contains("only one can listen on them"),
+                "{toml}: {message}"
+            );
+            assert!(
+                message.contains("autoscaling up to `max = "),
+                "{toml}: {message}"
+            );
+            assert!(
+                message.contains("remove `min`, `max` and `cpu_target`"),
+                "{message}"
+            );
         }
-        assert!(refused("cpu_limit = 1").contains("`cpu_limit`"));
     }
 
     #[test]
