@@ -262,6 +262,7 @@ impl RunCommand {
             stdio: Stdio::Closed,
             outbound: Default::default(),
             listen: Vec::new(),
+            listen_on: None,
         })
     }
 }

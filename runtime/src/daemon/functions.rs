@@ -152,6 +152,7 @@ impl Preparer {
                 })?
                 .with_names(self.names.resolver(app)),
             listen: Vec::new(),
+            listen_on: None,
         })
     }
 

@@ -9,6 +9,7 @@
 
 use super::WasmError;
 use super::output::Fd;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -95,14 +96,19 @@ pub enum Stdio {
     Capture(super::output::Capture),
 }
 
-/// Whether a guest granted `ports` may use `address` so: binding and listening on a loopback
-/// address and one of its ports, and accepting whoever connects there (`address` is then the
-/// client's); nothing else (no outbound connections, no other interface: a port bound on the
-/// daemon's network is reached through the gateway, not around it).
-fn may_listen(ports: &[u16], address: std::net::SocketAddr, using: SocketAddrUse) -> bool {
+/// Whether a guest granted `ports` on `host` may use `address` so: binding and listening on
+/// that address and one of its ports, and accepting whoever connects there (`address` is then
+/// the client's); nothing else (no outbound connections, no other address: a port bound on
+/// the daemon's network is reached through the gateway, not around it).
+fn may_listen(
+    host: IpAddr,
+    ports: &[u16],
+    address: std::net::SocketAddr,
+    using: SocketAddrUse,
+) -> bool {
     match using {
         SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => {
-            address.ip().is_loopback() && ports.contains(&address.port())
+            address.ip() == host && ports.contains(&address.port())
         }
         SocketAddrUse::TcpAccept => true,
         _ => false,
@@ -118,9 +124,11 @@ pub struct Capabilities {
     pub stdio: Stdio,
     /// Where outbound HTTP may go; empty (the default) denies it all.
     pub outbound: super::outbound::OutboundPolicy,
-    /// TCP ports it may listen on, on a loopback address only (a Wasm service's `ports`);
+    /// TCP ports it may listen on (a Wasm service's `ports`), on the address `listen_on`;
     /// empty (the default) grants no socket at all.
     pub listen: Vec<u16>,
+    /// The one address `listen` is granted on: the instance's own loopback address.
+    pub listen_on: Option<IpAddr>,
 }
 
 impl Capabilities {
@@ -150,13 +158,13 @@ impl Capabilities {
         builder
             .args(&self.args)
             .envs(&self.env)
-            .allow_tcp(!self.listen.is_empty())
+            .allow_tcp(!self.listen.is_empty() && self.listen_on.is_some())
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        if !self.listen.is_empty() {
+        if let (false, Some(host)) = (self.listen.is_empty(), self.listen_on) {
             let ports = self.listen.clone();
             builder.socket_addr_check(move |address, using| {
-                let allowed = may_listen(&ports, address, using);
+                let allowed = may_listen(host, &ports, address, using);
                 Box::pin(async move { allowed })
             });
         }
@@ -195,41 +203,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_listener_binds_only_its_ports_on_loopback_and_connects_nowhere() {
+    fn a_listener_binds_only_its_ports_on_its_own_address_and_connects_nowhere() {
         let at = |text: &str| text.parse::<std::net::SocketAddr>().unwrap();
-        let ports = [8080];
-        assert!(may_listen(
-            &ports,
-            at("127.0.0.1:8080"),
-            SocketAddrUse::TcpBind
-        ));
-        assert!(may_listen(
-            &ports,
-            at("[::1]:8080"),
-            SocketAddrUse::TcpListen
-        ));
-        assert!(
-            !may_listen(&ports, at("0.0.0.0:8080"), SocketAddrUse::TcpBind),
-            "every interface"
-        );
-        assert!(
-            !may_listen(&ports, at("127.0.0.1:22"), SocketAddrUse::TcpBind),
-            "another port"
-        );
-        assert!(
-            may_listen(&ports, at("127.0.0.1:50000"), SocketAddrUse::TcpAccept),
-            "a client"
-        );
+        let own: IpAddr = "127.77.0.1".parse().unwrap();
+        let (ports, bind) = ([8080], SocketAddrUse::TcpBind);
+        assert!(may_listen(own, &ports, at("127.77.0.1:8080"), bind));
+        let listen = SocketAddrUse::TcpListen;
+        assert!(may_listen(own, &ports, at("127.77.0.1:8080"), listen));
+        let refused = [
+            ("0.0.0.0:8080", "every interface"),
+            ("127.0.0.1:8080", "another instance's loopback address"),
+            ("127.77.0.1:22", "another port"),
+        ];
+        for (address, what) in refused {
+            assert!(!may_listen(own, &ports, at(address), bind), "{what}");
+        }
+        let client = SocketAddrUse::TcpAccept;
+        assert!(may_listen(own, &ports, at("127.0.0.1:50000"), client));
         let out = SocketAddrUse::TcpConnect;
         assert!(
-            !may_listen(&ports, at("127.0.0.1:8080"), out),
+            !may_listen(own, &ports, at("127.77.0.1:8080"), out),
             "no outbound"
         );
-        assert!(!may_listen(
-            &[],
-            at("127.0.0.1:8080"),
-            SocketAddrUse::TcpBind
-        ));
+        assert!(!may_listen(own, &[], at("127.77.0.1:8080"), bind));
     }
 
     #[test]

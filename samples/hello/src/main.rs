@@ -17,10 +17,11 @@
 //!   same program stands in for a long-running service (skiff's Wasm
 //!   services) that is stopped from outside.
 //!
-//! * a TCP server: `HELLO_LISTEN=ADDR` (wasip2 only: `wasi:sockets`) answers
-//!   every connection with an HTTP/1.0 `200` whose body is `HELLO_BODY` (default
-//!   `hello from a wasm service`), for ever; a refused bind exits 3 with the
-//!   reason on stderr. It stands in for a Wasm service that publishes a port.
+//! * a TCP server: `HELLO_LISTEN=ADDR`, or `HELLO_SERVE=1` for `$HOST:$PORT`
+//!   (wasip2 only: `wasi:sockets`), answers every connection with an HTTP/1.0
+//!   `200` whose body is `HELLO_BODY` (default `hello from a wasm service at
+//!   ADDR`), for ever; a refused bind exits 3 with the reason on stderr. It
+//!   stands in for a Wasm service that publishes a port.
 //!
 //! Order of effects: greeting, args, env, then `--stderr` messages, then the
 //! `--stdin` copy, then the server, then the sleep, then the exit code.
@@ -79,6 +80,11 @@ fn main() -> ExitCode {
     if let Ok(address) = std::env::var("HELLO_LISTEN") {
         serve(&address);
     }
+    if std::env::var("HELLO_SERVE").is_ok() {
+        let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+        let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+        serve(&format!("{host}:{port}"));
+    }
 
     if let Some(secs) = std::env::var("HELLO_SLEEP")
         .ok()
@@ -100,7 +106,8 @@ fn main() -> ExitCode {
 /// by exiting 3 when the address cannot be bound.
 fn serve(address: &str) {
     use std::io::Read;
-    let body = std::env::var("HELLO_BODY").unwrap_or_else(|_| "hello from a wasm service".into());
+    let body = std::env::var("HELLO_BODY")
+        .unwrap_or_else(|_| format!("hello from a wasm service at {address}"));
     let listener = match std::net::TcpListener::bind(address) {
         Ok(listener) => listener,
         Err(error) => {

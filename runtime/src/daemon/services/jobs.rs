@@ -270,6 +270,7 @@ async fn in_process(
         stdio: crate::daemon::logs::capture(&cx.data_dir, &id),
         outbound: Default::default(),
         listen: Vec::new(),
+        listen_on: None,
     };
     let limits = Limits {
         memory: run.spec.memory,

@@ -83,6 +83,8 @@ pub struct Context {
     pub engine: Arc<WasmEngine>,
     /// The node's one ledger: every service instance reserves its requests before it starts.
     pub ledger: Arc<NodeLedger>,
+    /// Wasm service instances' own loopback addresses.
+    pub loopback: Arc<wasm::LoopbackPool>,
 }
 
 impl Context {
@@ -191,6 +193,7 @@ impl Workloads {
                 store,
                 engine,
                 ledger,
+                loopback: Arc::default(),
             }),
             tasks: Mutex::new(BTreeMap::new()),
         }

@@ -4,19 +4,20 @@
 //! `restart` policy with the same [`Backoff`] and [`RestartCounter`], reserved in the node's
 //! ledger, told as events and instance rows ([`InstanceKind::Wasm`]).
 //!
-//! At deploy, [`resolve`] refuses what a Wasm service cannot do in this version, so nothing is
-//! stored: more than one replica, fixed or autoscaled, when it has `ports` (its instances
-//! share the daemon's network), and exec health checks (there is no shell beside it). It also
-//! compiles the program and checks that it is a command, and that its volumes exist.
+//! At deploy, [`resolve`] refuses what a Wasm service cannot do, so nothing is stored: exec
+//! health checks (there is no shell beside it). It also compiles the program and checks that
+//! it is a command, and that its volumes exist.
 //!
 //! An instance gets the spec's env, `command` as its arguments after argv[0] (the service's
 //! name), its volumes as preopens, stdout and stderr to its own log ([`crate::daemon::logs`],
 //! one per replica, kept across restarts, gone with the row), and `memory_limit` (else
-//! `memory`) enforced by the store's limiter. With `ports` it may bind and listen on those
-//! ports of a loopback address (`wasi:sockets`), nothing else; it is routed by the gateway
-//! (`route`) once its health check passes: the spec's `http` or `tcp` check against
-//! 127.0.0.1, or a TCP connect to its first port. Without ports it has no socket, and counts
-//! as healthy while it runs. Stopping (app removed or
+//! `memory`) enforced by the store's limiter. With `ports`, each replica gets a loopback
+//! address of its own ([`loopback`]; instances share the daemon's network, so replicas and
+//! services asking for one port would collide on 127.0.0.1), is told it as `HOST` and its
+//! first port as `PORT`, and may bind and listen there on its ports (`wasi:sockets`), nothing
+//! else; it is routed by the gateway (`route`) once its health check passes: the spec's
+//! `http` or `tcp` check against that address, or a TCP connect to its first port. Without
+//! ports it has no socket, and counts as healthy while it runs. Stopping (app removed or
 //! redeployed) drops the instances' futures: a guest computing is interrupted at its next
 //! epoch tick, one blocked in a host call at once; the wait for them is bounded.
 //!
@@ -33,7 +34,10 @@
 //! No instance outlives the daemon, so there is nothing to adopt after a restart: rows left
 //! by a previous daemon are removed and the instances started afresh.
 
+mod loopback;
 mod resolve;
+
+pub use loopback::LoopbackPool;
 
 pub use resolve::{WasmService, WasmServiceError, check, resolve};
 
@@ -50,7 +54,7 @@ use crate::sched::service::{Backoff, RestartCounter};
 use crate::state::{InstanceKind, InstanceRecord, InstanceState, InstanceUpdate};
 use crate::wasm::command;
 use crate::wasm::cpu::{CpuCounter, CpuMetered};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -98,10 +102,12 @@ struct Slot {
     /// CPU time its instances used, in microseconds: one counter over restarts, so samples
     /// only grow.
     cpu: CpuCounter,
+    /// Its own loopback address, when the service listens; kept over restarts.
+    address: Option<loopback::Lease>,
 }
 
 impl Slot {
-    fn new(replica: u32) -> Self {
+    fn new(replica: u32, address: Option<loopback::Lease>) -> Self {
         Slot {
             replica,
             running: None,
@@ -109,7 +115,15 @@ impl Slot {
             start_at: Some(Instant::now()),
             pending: format!("replica {replica} starting"),
             cpu: CpuCounter::default(),
+            address,
         }
+    }
+
+    /// Where its instance listens: its own loopback address.
+    fn ip(&self) -> IpAddr {
+        (self.address.as_ref())
+            .map_or(Ipv4Addr::LOCALHOST, |lease| lease.address)
+            .into()
     }
 }
 
@@ -143,7 +157,9 @@ pub async fn supervise(
     let sup = Supervisor { cx, run, health };
     sup.forget_stale();
     let want = *replicas.borrow_and_update();
-    let mut slots: Vec<Slot> = (0..want).map(Slot::new).collect();
+    let mut slots: Vec<Slot> = (0..want)
+        .map(|replica| Slot::new(replica, sup.address()))
+        .collect();
     let mut instances: JoinSet<Ended> = JoinSet::new();
     loop {
         if let Some(scaler) = &mut autoscaler {
@@ -220,6 +236,16 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Tells a listening instance where: `HOST` (its own loopback address) and `PORT` (its first
+/// port), unless the spec's env already names them.
+fn tell_where(env: &mut Vec<(String, String)>, address: Ipv4Addr, port: u16) {
+    for (key, value) in [("HOST", address.to_string()), ("PORT", port.to_string())] {
+        if !env.iter().any(|(k, _)| k == key) {
+            env.push((key.to_string(), value));
+        }
+    }
+}
+
 struct Supervisor {
     cx: Arc<Context>,
     run: WasmServiceRun,
@@ -245,6 +271,18 @@ fn health_of(spec: &ServiceSpec) -> Option<HealthSpec> {
 }
 
 impl Supervisor {
+    /// A loopback address of its own for a new replica's slot, when the service listens.
+    fn address(&self) -> Option<loopback::Lease> {
+        if self.run.spec.ports.is_empty() {
+            return None;
+        }
+        let lease = self.cx.loopback.lease();
+        if lease.is_none() {
+            tracing::error!("every loopback address for Wasm instances is in use");
+        }
+        lease
+    }
+
     fn instance(&self, replica: u32) -> String {
         instance_id(&self.run.app, &self.run.name, self.run.generation, replica)
     }
@@ -291,7 +329,7 @@ impl Supervisor {
             while slots.iter().any(|slot| slot.replica == replica) {
                 replica += 1;
             }
-            slots.push(Slot::new(replica));
+            slots.push(Slot::new(replica, self.address()));
         }
         if slots.len() != before {
             let message = format!(
@@ -326,6 +364,10 @@ impl Supervisor {
         let (cx, service) = (Arc::clone(&self.cx), self.run.service.clone());
         let mut caps = service.caps.clone();
         caps.stdio = logs::capture(&cx.data_dir, &id);
+        if let (Some(lease), Some(&port)) = (&slot.address, caps.listen.first()) {
+            caps.listen_on = Some(lease.address.into());
+            tell_where(&mut caps.env, lease.address, port);
+        }
         let (cpu, quota) = (Arc::clone(&slot.cpu), cpu_quota(&self.run.spec));
         let abort = instances.spawn(async move {
             let ran = command::run(&cx.engine, &service.program, &caps, &service.limits);
@@ -410,6 +452,7 @@ impl Supervisor {
     /// Runs the replica's health check when due, against 127.0.0.1: quick checks whose
     /// failures do not count until the first pass or `interval × retries`, then the spec's pace.
     async fn check_health(&self, slot: &mut Slot) {
+        let address = slot.ip();
         let (Some(spec), Some(running)) = (&self.health, &mut slot.running) else {
             return;
         };
@@ -418,10 +461,7 @@ impl Supervisor {
         }
         let starting = running.tracker.health == Health::Starting;
         let in_grace = starting && running.started.elapsed() < spec.interval * spec.retries.max(1);
-        let target = health::Target {
-            address: Ipv4Addr::LOCALHOST.into(),
-            pid: 0,
-        };
+        let target = health::Target { address, pid: 0 };
         let outcome = health::check(spec, target).await;
         let quick = starting && (in_grace || outcome.is_ok());
         running.next_check = Instant::now()
@@ -495,7 +535,8 @@ impl Supervisor {
                     Health::Healthy => "healthy",
                     Health::Unhealthy => "unhealthy",
                 },
-                address: service_port(&self.run.spec).map(|port| format!("127.0.0.1:{port}")),
+                address: service_port(&self.run.spec)
+                    .map(|port| SocketAddr::new(s.ip(), port).to_string()),
             })
             .collect();
         let healthy = instances.iter().filter(|i| i.health == "healthy").count();
@@ -517,10 +558,13 @@ impl Supervisor {
         );
         // After the status: whatever the gateway routes to, `skiff ps` already shows.
         if let (Some(target), Some(port)) = (&self.run.target, service_port(&self.run.spec)) {
-            let routed = match healthy {
-                0 => Vec::new(),
-                _ => vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))],
-            };
+            let routed = (slots.iter())
+                .filter(|s| {
+                    let running = s.running.as_ref();
+                    running.is_some_and(|r| r.tracker.health == Health::Healthy)
+                })
+                .map(|s| SocketAddr::new(s.ip(), port))
+                .collect();
             target.set_healthy(self.run.generation, routed);
         }
     }

@@ -285,13 +285,6 @@ fn a_wasm_service_it_cannot_run_is_refused_and_nothing_changes() {
     let apps = client(linux, &["apps"]);
     apps.expect_code(0);
 
-    let bad = format!("{good}ports = [8080]\nreplicas = 2\n");
-    deploy(linux, dir.path(), &bad)
-        .expect_code(125)
-        .stderr_has("service wasmsvc/worker:")
-        .stderr_has("only one can listen on them")
-        .stderr_has("serve HTTP from Wasm as a [function]")
-        .stderr_has("nothing was changed");
     deploy(
         linux,
         dir.path(),
@@ -304,10 +297,6 @@ fn a_wasm_service_it_cannot_run_is_refused_and_nothing_changes() {
     let proxy = wasm_image(linux, &registry, &p2("http_hello"), "skiff/http-hello:p2");
     let other = |service: &str| format!("[app]\nname = \"other\"\n\n[service.s]\n{service}\n");
     for (service, says) in [
-        (
-            format!("image = \"{hello}\"\nports = [80]\nreplicas = 3"),
-            "set `replicas = 1`",
-        ),
         (format!("image = \"{proxy}\""), "`wasi:cli/run`"),
         (
             format!("image = \"{hello}\"\nvolumes = [\"./missing:/data\"]"),
@@ -359,16 +348,16 @@ fn wasm_services_start_again_after_the_daemons_kill_9() {
 }
 
 #[test]
-fn a_wasm_service_listens_on_its_port_only_and_is_routed_once_healthy() {
+fn wasm_service_replicas_listen_on_their_own_addresses_and_are_routed_once_healthy() {
     let Some(env) = env() else { return };
     let (netns, linux) = (&env.netns, &env.linux);
     let registry = Registry::start();
     let hello = wasm_image(linux, &registry, &p2("hello"), "skiff/hello:p2");
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(netns, linux);
-    // `api` listens on its port on loopback; `wide` asks for every interface and `other`
-    // for a port it was not given: both are refused the bind (the sample exits, 1 as
-    // `wasi:cli/exit` says a failure).
+    // `api`'s two replicas each listen on the loopback address they are told (`HOST`,
+    // `PORT`); `wide` asks for every interface and `other` for 127.0.0.1, not its own:
+    // both are refused the bind (the sample exits, 1 as `wasi:cli/exit` says a failure).
     let manifest = format!(
         r#"[app]
 name = "wasmnet"
@@ -377,7 +366,8 @@ name = "wasmnet"
 image = "{hello}"
 ports = [8080]
 route = "/api"
-env = {{ HELLO_LISTEN = "127.0.0.1:8080", HELLO_BODY = "from a wasm service" }}
+replicas = 2
+env = {{ HELLO_SERVE = "1" }}
 
 [service.wide]
 image = "{hello}"
@@ -389,12 +379,23 @@ env = {{ HELLO_LISTEN = "0.0.0.0:8081" }}
 image = "{hello}"
 ports = [8082]
 restart = "never"
-env = {{ HELLO_LISTEN = "127.0.0.1:9999" }}
+env = {{ HELLO_LISTEN = "127.0.0.1:8082" }}
 "#
     );
     deploy(linux, dir.path(), &manifest).expect_code(0);
-    assert_eq!(wait_served(netns, &serve, "/api"), "from a wasm service\n");
-    wait_ps(linux, "wasmnet/api", &["service/wasm", "running", "1/1"]);
+    let first = wait_served(netns, &serve, "/api");
+    assert!(
+        first.starts_with("hello from a wasm service at 127.77."),
+        "{first}"
+    );
+    wait_ps(linux, "wasmnet/api", &["service/wasm", "running", "2/2"]);
+    // Round robin over both replicas' addresses.
+    let mut seen: Vec<String> = (0..6)
+        .map(|_| get(netns, serve.gateway, "/api").1)
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 2, "{seen:?}");
     let deadline = Instant::now() + WAIT;
     loop {
         let events = events(linux, "wasmnet");
@@ -412,12 +413,21 @@ env = {{ HELLO_LISTEN = "127.0.0.1:9999" }}
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The instance's socket is the daemon's: reachable on loopback of its namespace, and
-    // gone with the app.
+    // Scaled to 3, the new replica gets an address of its own and is routed too.
+    client(linux, &["scale", "wasmnet/api=3"]).expect_code(0);
+    wait_ps(linux, "wasmnet/api", &["service/wasm", "running", "3/3"]);
+    let mut seen: Vec<String> = (0..9)
+        .map(|_| get(netns, serve.gateway, "/api").1)
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // The instances' sockets are the daemon's, and go with the app.
+    let address = first.trim().rsplit(' ').next().unwrap().to_string();
     client(linux, &["apps", "rm", "wasmnet"]).expect_code(0);
     let (status, _) = get(netns, serve.gateway, "/api");
     assert_eq!(status, 404);
-    let refused = netns.enter(|| std::net::TcpStream::connect(("127.0.0.1", 8080)).is_err());
+    let refused = netns.enter(move || std::net::TcpStream::connect(&address).is_err());
     assert!(refused, "the listener outlived its app");
 }
 
@@ -466,7 +476,7 @@ fn a_spinning_wasm_service_scales_up_on_its_cpu() {
 }
 
 #[test]
-fn a_wasm_services_cpu_is_counted_under_its_limit_and_ports_with_max_are_refused() {
+fn a_wasm_services_cpu_is_counted_under_its_limit() {
     let Some(env) = env() else { return };
     let (netns, linux) = (&env.netns, &env.linux);
     let registry = Registry::start();
@@ -494,28 +504,6 @@ fn a_wasm_services_cpu_is_counted_under_its_limit_and_ports_with_max_are_refused
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // With ports, autoscaling would start instances that cannot all listen: refused, for the
-    // running app and for a new one, and nothing changes.
-    let apps = client(linux, &["apps"]);
-    apps.expect_code(0);
-    let ported = format!("{good}ports = [8080]\nmax = 3\n");
-    deploy(linux, dir.path(), &ported)
-        .expect_code(125)
-        .stderr_has("service wasmcpu/spin:")
-        .stderr_has("only one can listen on them")
-        .stderr_has("autoscaling up to `max = 3`")
-        .stderr_has("remove `min`, `max` and `cpu_target`")
-        .stderr_has("nothing was changed");
-    let other = format!(
-        "[app]\nname = \"other\"\n\n[service.s]\nimage = \"{spinner}\"\nports = [80]\n\
-         cpu = \"100m\"\ncpu_target = \"50%\"\nmax = 2\n"
-    );
-    deploy(linux, dir.path(), &other)
-        .expect_code(125)
-        .stderr_has("service other/s:")
-        .stderr_has("autoscaling up to `max = 2`");
-    let after = client(linux, &["apps"]);
-    assert_eq!(after.stdout, apps.stdout, "the apps changed");
     wait_ps(linux, "wasmcpu/spin", &["service/wasm", "running", "1/1"]);
     let events = events(linux, "wasmcpu");
     assert_eq!(

@@ -2,7 +2,7 @@
 //! stored (see [`super`]); its image's code is compiled and checked to be a command, and its
 //! grants (env, arguments, volumes as preopens) are built once for every instance.
 
-use crate::app::{ServiceScale, ServiceSpec, VolumeSource};
+use crate::app::{ServiceSpec, VolumeSource};
 use crate::daemon::functions::volume_dir;
 use crate::oci::images::ImageRecord;
 use crate::oci::local::{ImagesError, LocalImages};
@@ -16,32 +16,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum WasmServiceError {
     #[error(
-        "service {workload}: {image} is a Wasm image with ports, and its instances share the \
-         daemon's network, so only one can listen on them: set `replicas = 1` (or serve HTTP \
-         from Wasm as a [function], which scales per request)"
-    )]
-    SharedPorts {
-        workload: String,
-        image: String,
-        replicas: u32,
-    },
-    #[error(
         "service {workload}: {image} is a Wasm image, and a Wasm service cannot have an exec \
          health check (there is no shell beside it to run a command in); remove `health`: a \
          Wasm instance counts as healthy while it runs"
     )]
     ExecHealth { workload: String, image: String },
-    #[error(
-        "service {workload}: {image} is a Wasm image with ports, and its instances share the \
-         daemon's network, so only one can listen on them: autoscaling up to `max = {max}` \
-         would start more; remove `min`, `max` and `cpu_target` (or serve HTTP from Wasm as a \
-         [function], which scales per request)"
-    )]
-    AutoscaledPorts {
-        workload: String,
-        image: String,
-        max: u32,
-    },
     #[error("service {workload}: image {image}: {error}")]
     Image {
         workload: String,
@@ -128,29 +107,11 @@ pub fn resolve(
 /// Refuses the keys a Wasm service cannot honour in this version (see the module docs).
 pub fn check(workload: &str, spec: &ServiceSpec) -> Result<(), WasmServiceError> {
     let (workload, image) = (workload.to_string(), spec.image.clone());
-    let replicas = spec.replicas.unwrap_or(1);
-    if !spec.ports.is_empty() && replicas > 1 {
-        return Err(WasmServiceError::SharedPorts {
-            workload,
-            image,
-            replicas,
-        });
-    }
     if let Some(health) = &spec.health
         && health.http.is_none()
         && health.tcp.is_none()
     {
         return Err(WasmServiceError::ExecHealth { workload, image });
-    }
-    if let Some(ServiceScale::Auto { max, .. }) = spec.scale()
-        && !spec.ports.is_empty()
-        && max > 1
-    {
-        return Err(WasmServiceError::AutoscaledPorts {
-            workload,
-            image,
-            max,
-        });
     }
     Ok(())
 }
@@ -189,6 +150,8 @@ fn capabilities(
         stdio: Stdio::Log,
         outbound: Default::default(),
         listen: spec.ports.clone(),
+        // Each instance's own address, given when it starts.
+        listen_on: None,
     })
 }
 
@@ -216,19 +179,20 @@ mod tests {
     }
 
     #[test]
-    fn cpu_limits_and_autoscaling_without_ports_pass() {
+    fn cpu_limits_autoscaling_and_replicas_pass_with_ports_or_without() {
         for toml in [
             "cpu = \"100m\"\ncpu_limit = \"200m\"",
             "cpu = \"100m\"\ncpu_target = \"50%\"\nmin = 1\nmax = 3",
             "ports = [8080]\ncpu_limit = 1",
-            "ports = [8080]\nmin = 1\nmax = 1",
+            "ports = [8080]\nreplicas = 3",
+            "ports = [8080]\ncpu = \"100m\"\ncpu_target = \"50%\"\nmin = 1\nmax = 3",
         ] {
             check("shop/worker", &service(toml)).unwrap_or_else(|e| panic!("{toml}: {e}"));
         }
     }
 
     #[test]
-    fn ports_routes_and_network_checks_pass_for_one_replica_and_grant_the_ports() {
+    fn ports_routes_and_network_checks_pass_and_grant_the_ports() {
         for toml in [
             "ports = [8080]\nroute = \"/w\"",
             "ports = [8080]\nhealth = { http = \"/h\", port = 8080 }",
@@ -245,59 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn ports_with_more_than_one_replica_are_refused() {
-        let message = refused("ports = [8080]\nreplicas = 2");
-        assert!(message.contains("only one can listen on them"), "{message}");
-        assert!(message.contains("set `replicas = 1`"), "{message}");
-    }
-
-    #[test]
     fn exec_checks_are_refused() {
         let message = refused("health = { exec = [\"true\"] }");
         assert!(message.contains("exec health check"), "{message}");
         assert!(message.contains("remove `health`"), "{message}");
-    }
-
-    #[test]
-    fn ports_with_autoscaling_beyond_one_replica_are_refused() {
-        for toml in [
-            "ports = [8080]\nmax = 3",
-            "ports = [8080]\ncpu = \"100m\"\ncpu_target = \"50%\"\nmin = 1\nmax = 2",
-        ] {
-            let message = refused(toml);
-            assert!(
-                message.contains("only one can listen on them"),
-                "{toml}: {message}"
-            );
-            assert!(
-                message.contains("autoscaling up to `max = "),
-                "{toml}: {message}"
-            );
-            assert!(
-                message.contains("remove `min`, `max` and `cpu_target`"),
-                "{message}"
-            );
-        }
-    }
-
-    #[test]
-    fn capabilities_pass_command_after_the_name_and_create_named_volumes() {
-        let data = tempfile::tempdir().unwrap();
-        let spec = service(
-            "command = [\"--once\", \"x\"]\nenv = { B = \"2\", A = \"1\" }\n\
-             volumes = [\"cache:/cache\", \"/srv/static:/static:ro\"]",
-        );
-        let caps = capabilities(data.path(), "shop", "worker", &spec).unwrap();
-        assert_eq!(caps.args, ["worker", "--once", "x"]);
-        assert_eq!(
-            caps.env,
-            [("A".into(), "1".into()), ("B".into(), "2".into())]
-        );
-        let named = volume_dir(data.path(), "shop", "cache");
-        assert!(named.is_dir());
-        assert_eq!(caps.preopens[0].host, named);
-        assert_eq!(caps.preopens[1].host, Path::new("/srv/static"));
-        assert!(caps.preopens[1].read_only);
-        assert!(matches!(caps.stdio, Stdio::Log), "{:?}", caps.stdio);
     }
 }
