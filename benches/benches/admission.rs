@@ -17,6 +17,7 @@ use skiff::app::AppSpec;
 use skiff::daemon::body::{Guarded, InFlight};
 use skiff::daemon::capacity::NodeLedger;
 use skiff::daemon::functions::Preparer;
+use skiff::daemon::services::names::ServiceNames;
 use skiff::daemon::target::{FunctionTarget, Parts};
 use skiff::sched::capacity::{Capacity, NodeCapacity, Reserve};
 use skiff::sched::function::{FunctionSlots, SlotsConfig};
@@ -64,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         queue: 0,
         ledger: Arc::clone(&ledger),
+        names: Arc::new(ServiceNames::new(dir.path())),
     });
     let target = FunctionTarget::new(Parts {
         app: "bench".into(),
