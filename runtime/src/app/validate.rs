@@ -274,6 +274,14 @@ impl Checker {
             ),
             Some(_) => {}
         }
+        if service.cpu.is_none() {
+            self.report(
+                table,
+                Some("cpu"),
+                "is required to autoscale: CPU use is measured against the request; add \
+                 cpu = \"250m\" (what one replica needs), or use replicas = N",
+            );
+        }
         if let Some(target) = service.cpu_target
             && !(1..=100).contains(&target.0)
         {

@@ -102,16 +102,20 @@ fn service_scaling() {
         "[service.s] replicas: cannot be combined with min, max or cpu_target",
     );
     assert_problem(
-        &service("cpu_target = \"70%\""),
+        &service("cpu = \"100m\"\ncpu_target = \"70%\""),
         "[service.s] max: is required to autoscale",
     );
     assert_problem(
-        &service("min = 3\nmax = 2"),
+        &service("cpu = \"100m\"\nmin = 3\nmax = 2"),
         "[service.s] max: 2 is below min (3); raise max",
+    );
+    assert_problem(
+        &service("min = 1\nmax = 3\ncpu_target = \"50%\""),
+        "[service.s] cpu: is required to autoscale: CPU use is measured against the request",
     );
     for target in ["0%", "150%"] {
         assert_problem(
-            &service(&format!("max = 3\ncpu_target = \"{target}\"")),
+            &service(&format!("cpu = 1\nmax = 3\ncpu_target = \"{target}\"")),
             &format!("[service.s] cpu_target: {target} is out of range; use 1% to 100%"),
         );
     }
