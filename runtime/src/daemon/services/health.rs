@@ -3,6 +3,7 @@
 //! bounded by the spec's `timeout`; a check that cannot even start counts as failed.
 
 use crate::app::HealthSpec;
+use crate::state::{InstanceState, InstanceUpdate};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
@@ -112,6 +113,56 @@ async fn exec(pid: i32, command: Vec<String>, timeout: Duration) -> Result<(), S
     .map_err(|e| format!("the check's task failed: {e}"))?
 }
 
+/// How often an instance that has not passed a check yet is checked (at most its
+/// `interval`), so it is routed as soon as it answers.
+pub const STARTING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Records a check's `outcome` for an instance started at `started`; returns the wait until
+/// its next check and its new health, when it changed. Until the first pass checks come every
+/// [`STARTING_INTERVAL`] and their failures count only after `interval × retries` (a process
+/// takes a moment to listen); then at the spec's pace.
+pub fn after_check(
+    tracker: &mut Tracker,
+    spec: &HealthSpec,
+    started: Instant,
+    outcome: &Result<(), String>,
+) -> (Duration, Option<Health>) {
+    let starting = tracker.health == Health::Starting;
+    let grace = spec.interval.saturating_mul(spec.retries.max(1));
+    let in_grace = starting && started.elapsed() < grace;
+    let next = match starting && (in_grace || outcome.is_ok()) {
+        true => spec.interval.min(STARTING_INTERVAL),
+        false => spec.interval,
+    };
+    if in_grace && outcome.is_err() {
+        return (next, None);
+    }
+    (next, tracker.record(outcome.is_ok(), spec.retries))
+}
+
+/// Tells a change of an instance's health: its row's reason and an event.
+pub fn tell(
+    cx: &super::Context,
+    (app, workload, id): (&str, &str, &str),
+    changed: Option<Health>,
+    outcome: Result<(), String>,
+) {
+    let (kind, reason, message) = match (changed, outcome) {
+        (Some(Health::Healthy), _) => ("healthy", "healthy".to_string(), None),
+        (Some(Health::Unhealthy), Err(why)) => {
+            let reason = format!("unhealthy: {why}");
+            ("unhealthy", reason.clone(), Some(reason))
+        }
+        _ => return,
+    };
+    let update = InstanceUpdate::to(InstanceState::Running).reason(&reason);
+    if let Err(error) = cx.store.update_instance_state(id, &update) {
+        tracing::warn!(%error, instance = id, "instance state not recorded");
+    }
+    let message = message.unwrap_or_else(|| "health check passed".into());
+    cx.event(app, workload, Some(id), kind, message);
+}
+
 /// Whether an instance counts as healthy, from its checks so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -169,5 +220,29 @@ mod tests {
         assert_eq!(tracker.record(true, 3), Some(Health::Healthy));
         assert_eq!(tracker.record(false, 3), None, "one failure is not enough");
         assert_eq!(tracker.health, Health::Healthy);
+    }
+
+    #[test]
+    fn a_fresh_instance_is_checked_quickly_and_its_early_failures_do_not_count() {
+        let spec: HealthSpec = toml::from_str("tcp = 80\ninterval = \"2s\"\nretries = 3").unwrap();
+        let failed = Err("refused".to_string());
+        let mut tracker = Tracker::default();
+        let now = Instant::now();
+        let (next, changed) = after_check(&mut tracker, &spec, now, &failed);
+        assert_eq!((next, changed), (STARTING_INTERVAL, None), "in the grace");
+        let (next, changed) = after_check(&mut tracker, &spec, now, &Ok(()));
+        assert_eq!((next, changed), (STARTING_INTERVAL, Some(Health::Healthy)));
+        let (next, _) = after_check(&mut tracker, &spec, now, &Ok(()));
+        assert_eq!(next, spec.interval, "healthy: the spec's pace");
+
+        let mut late = Tracker::default();
+        let long_ago = Instant::now() - Duration::from_secs(7);
+        let (next, changed) = after_check(&mut late, &spec, long_ago, &failed);
+        assert_eq!(
+            (next, changed),
+            (spec.interval, None),
+            "past the grace, it counts"
+        );
+        assert_eq!(late.health, Health::Starting);
     }
 }

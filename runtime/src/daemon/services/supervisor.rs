@@ -4,7 +4,7 @@
 //!
 //! Exits are found by polling each container's record and monitor every [`TICK`]; the
 //! container's monitor is what records the exit code. A health check runs when due, not on the
-//! tick: while an instance has not passed one yet it is checked every [`STARTING_INTERVAL`]
+//! tick: while an instance has not passed one yet it is checked every [`health::STARTING_INTERVAL`]
 //! (failures then do not count, for `interval × retries`), so a fresh instance is routed as
 //! soon as it answers. Fewer replicas drain the highest ones: out of the gateway at once, then
 //! stopped when their requests in flight ended (at most [`DRAIN`]). Every change is an event
@@ -33,9 +33,6 @@ use tokio::task::JoinSet;
 
 /// How often exits are looked for.
 const TICK: Duration = Duration::from_millis(250);
-
-/// How often an instance that has not passed a health check yet is checked.
-const STARTING_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How soon an instance the node had no room for asks the ledger again.
 const CAPACITY_RETRY: Duration = Duration::from_secs(1);
@@ -112,7 +109,7 @@ impl Running {
                 next_check += Duration::from_secs(3600);
             }
             // The first check a moment after the start, not before the process could listen.
-            Some(_) => next_check += STARTING_INTERVAL,
+            Some(_) => next_check += health::STARTING_INTERVAL,
         }
         Running {
             record,
@@ -498,46 +495,21 @@ impl Supervisor {
         if running.next_check > Instant::now() {
             return;
         }
-        // Until the first pass, quick checks whose failures count only after the grace.
-        let starting = running.tracker.health == Health::Starting;
-        let grace = spec.interval.saturating_mul(spec.retries.max(1));
-        let in_grace = starting && running.started.elapsed() < grace;
-        running.next_check = Instant::now()
-            + match starting {
-                true => spec.interval.min(STARTING_INTERVAL),
-                false => spec.interval,
-            };
         let (Some(address), Some(pid)) = (running.address(), running.record.pid) else {
+            running.next_check = Instant::now() + spec.interval;
             return;
         };
         let outcome = health::check(spec, health::Target { address, pid }).await;
-        if in_grace && outcome.is_err() {
-            return;
-        }
-        if starting && outcome.is_err() {
-            // Past the grace a failing instance is checked at the spec's pace.
-            running.next_check = Instant::now() + spec.interval;
-        }
-        let changed = running.tracker.record(outcome.is_ok(), spec.retries);
-        let id = running.record.id.clone();
-        match (changed, outcome) {
-            (Some(Health::Healthy), _) => {
-                self.update(
-                    &id,
-                    InstanceUpdate::to(InstanceState::Running).reason("healthy"),
-                );
-                self.event(Some(&id), "healthy", "health check passed".into());
-            }
-            (Some(Health::Unhealthy), Err(why)) => {
-                let reason = format!("unhealthy: {why}");
-                self.update(
-                    &id,
-                    InstanceUpdate::to(InstanceState::Running).reason(&reason),
-                );
-                self.event(Some(&id), "unhealthy", reason);
-            }
-            _ => {}
-        }
+        let (next, changed) =
+            health::after_check(&mut running.tracker, spec, running.started, &outcome);
+        running.next_check = Instant::now() + next;
+        let id = running.record.id.as_str();
+        health::tell(
+            &self.cx,
+            (&self.run.app, &self.run.name, id),
+            changed,
+            outcome,
+        );
     }
 
     /// Tells the gateway which instances are healthy, and `skiff ps` how things are.

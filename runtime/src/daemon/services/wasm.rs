@@ -61,9 +61,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id, JoinSet};
 
-/// How often an instance that has not passed a health check yet is checked.
-const STARTING_INTERVAL: Duration = Duration::from_millis(100);
-
 /// How soon an instance the node had no room for asks the ledger again.
 const CAPACITY_RETRY: Duration = Duration::from_secs(1);
 
@@ -392,7 +389,7 @@ impl Supervisor {
             _reservation: reservation,
             tracker,
             started: Instant::now(),
-            next_check: Instant::now() + STARTING_INTERVAL,
+            next_check: Instant::now() + health::STARTING_INTERVAL,
         });
     }
 
@@ -459,41 +456,18 @@ impl Supervisor {
         if running.next_check > Instant::now() {
             return;
         }
-        let starting = running.tracker.health == Health::Starting;
-        let in_grace = starting && running.started.elapsed() < spec.interval * spec.retries.max(1);
         let target = health::Target { address, pid: 0 };
         let outcome = health::check(spec, target).await;
-        let quick = starting && (in_grace || outcome.is_ok());
-        running.next_check = Instant::now()
-            + match quick {
-                true => spec.interval.min(STARTING_INTERVAL),
-                false => spec.interval,
-            };
-        if in_grace && outcome.is_err() {
-            return;
-        }
+        let (next, changed) =
+            health::after_check(&mut running.tracker, spec, running.started, &outcome);
+        running.next_check = Instant::now() + next;
         let id = self.instance(slot.replica);
-        match (
-            running.tracker.record(outcome.is_ok(), spec.retries),
+        health::tell(
+            &self.cx,
+            (&self.run.app, &self.run.name, &id),
+            changed,
             outcome,
-        ) {
-            (Some(Health::Healthy), _) => {
-                self.update(
-                    &id,
-                    InstanceUpdate::to(InstanceState::Running).reason("healthy"),
-                );
-                self.event(Some(&id), "healthy", "health check passed".into());
-            }
-            (Some(Health::Unhealthy), Err(why)) => {
-                let reason = format!("unhealthy: {why}");
-                self.update(
-                    &id,
-                    InstanceUpdate::to(InstanceState::Running).reason(&reason),
-                );
-                self.event(Some(&id), "unhealthy", reason);
-            }
-            _ => {}
-        }
+        );
     }
 
     /// One autoscaling decision when one is due: the running replicas' CPU counters are
